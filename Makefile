@@ -1,0 +1,42 @@
+# The README's two commands are `make demo` and `make test`; everything they need is installed
+# here from nothing: a .venv with Airflow, the provider (editable) and the test tools.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AIRFLOW_VERSION ?= 3.3.2
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+
+.PHONY: install test lint typecheck unit demo emulator clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[emulator]" \
+		pytest pytest-asyncio pytest-timeout ruff mypy types-requests
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+demo: install
+	$(BIN)/python -m dags_examples.demo
+
+emulator: install
+	$(BIN)/cometapi-emulator --host 127.0.0.1 --port 8765 --api-key local-dev-key
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output

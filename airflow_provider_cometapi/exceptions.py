@@ -1,0 +1,168 @@
+"""
+The provider's errors: one hierarchy, each message saying what happened and what to do.
+
+Every error a DAG author can meet derives from :class:`CometAPIError`, itself an
+``AirflowException``, so a task fails with the message below. Two class attributes drive the
+shared retry policy (:mod:`airflow_provider_cometapi.retry`):
+
+* ``transient``: the same request may succeed later (throttling, 5xx, timeouts, resets);
+* ``nothing_created``: the server surely did not act on the request, so even a prediction
+  create may be sent again without risking a second, paid prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+
+class CometAPIError(AirflowException):
+    """Base class of every error raised by this provider."""
+
+    transient: bool = False
+    nothing_created: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- Problems detected locally, before any request ----------------------------------------
+
+
+class CometAPIConfigurationError(CometAPIError):
+    """The connection is missing or incomplete (no API key, bad base URL)."""
+
+
+class InvalidModelIdError(CometAPIError, ValueError):
+    """A model id that is not ``owner/name`` or ``owner/name:version``."""
+
+
+class InvalidPredictionIdError(CometAPIError, ValueError):
+    """A prediction id that cannot be one (empty, or with characters ids never have)."""
+
+
+class InvalidInputError(CometAPIError, ValueError):
+    """
+    The prediction input is invalid, found locally or answered by the API with HTTP 422.
+
+    :ivar invalid_fields: one ``{"field", "description"}`` mapping per bad field.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        invalid_fields: Sequence[Mapping[str, Any]] = (),
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.invalid_fields = [dict(field) for field in invalid_fields]
+        self.http_status = status_code
+
+
+# --- Transport failures: no usable HTTP answer --------------------------------------------
+
+
+class CometAPIConnectionError(CometAPIError):
+    """
+    No answer from the server: refused, reset, DNS failure.
+
+    ``request_sent`` is False only when the connection was never established (refused, connect
+    timeout): then the server cannot have seen the request and even a create is safe to repeat.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+        self.nothing_created = not request_sent
+
+
+class CometAPITimeoutError(CometAPIError):
+    """The server accepted the request but did not answer in time; it may have acted on it."""
+
+    transient = True
+
+
+# --- HTTP answers that are errors ---------------------------------------------------------
+
+
+class CometAPIHTTPError(CometAPIError):
+    """An HTTP error answer; ``http_status`` and the server's own ``detail`` are kept."""
+
+    def __init__(self, message: str, *, status_code: int, detail: str = "") -> None:
+        super().__init__(message)
+        self.http_status = status_code
+        self.detail = detail
+
+
+class AuthenticationError(CometAPIHTTPError):
+    """HTTP 401/403: the API key is missing, wrong or lacks access."""
+
+
+class InsufficientCreditError(CometAPIHTTPError):
+    """HTTP 402: the account behind the key has no credit left."""
+
+
+class NotFoundError(CometAPIHTTPError):
+    """HTTP 404: the model or the prediction does not exist (for this key)."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """HTTP 404 on a create: the model id is unknown to the gateway."""
+
+
+class PredictionNotFoundError(NotFoundError):
+    """HTTP 404 on a query: no prediction with this id (for this key)."""
+
+
+class RateLimitedError(CometAPIHTTPError):
+    """HTTP 429: throttled. ``retry_after`` holds the server's advice in seconds, if any."""
+
+    transient = True
+    nothing_created = True
+
+    def __init__(self, message: str, *, status_code: int, detail: str = "", retry_after: float | None) -> None:
+        super().__init__(message, status_code=status_code, detail=detail)
+        self.retry_after = retry_after
+
+
+class ServerError(CometAPIHTTPError):
+    """HTTP 5xx or 524: the gateway or the model host failed; usually transient."""
+
+    transient = True
+
+
+class GatewayResponseError(ServerError):
+    """An answer that is not the API's JSON (an HTML error page, truncated or malformed JSON)."""
+
+
+# --- Outcomes of a prediction -------------------------------------------------------------
+
+
+class PredictionFailedError(CometAPIError):
+    """The prediction ended ``failed``, ``canceled`` or ``aborted``; the message has its error."""
+
+    def __init__(self, message: str, *, prediction_id: str, status: str) -> None:
+        super().__init__(message)
+        self.prediction_id = prediction_id
+        self.status = status
+
+
+class PredictionTimeoutError(CometAPIError):
+    """The prediction did not finish before the task's deadline."""
+
+    def __init__(self, message: str, *, prediction_id: str) -> None:
+        super().__init__(message)
+        self.prediction_id = prediction_id
+
+
+class OutputExpiredError(CometAPIError):
+    """The prediction's output files were removed (about an hour after it finished)."""

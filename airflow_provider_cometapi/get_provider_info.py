@@ -1,0 +1,69 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_cometapi import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-cometapi",
+        "name": "CometAPI",
+        "description": "Generate images with CometAPI's Replicate-compatible prediction API (FLUX and "
+        "other models), wait for them in the triggerer, and store them in any object storage.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "CometAPI",
+                "external-doc-url": "https://api.cometapi.com",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "CometAPI",
+                "python-modules": ["airflow_provider_cometapi.hooks.cometapi"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_cometapi.hooks.cometapi.CometAPIHook",
+                "hook-name": "CometAPI",
+                "connection-type": "cometapi",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"password": "API key", "host": "Base URL"},
+                    "placeholders": {
+                        "password": "your CometAPI key (sk-...)",
+                        "host": "https://api.cometapi.com",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Read timeout (seconds)",
+                        "description": "How long to wait for an answer to one request.",
+                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (seconds)",
+                        "description": "How long to wait to open a connection to the gateway.",
+                        "schema": {"type": ["number", "null"], "default": 10, "minimum": 1},
+                    },
+                    "max_retries": {
+                        "label": "Retries per request",
+                        "description": "Retries of a request after a transient failure (429, 5xx, "
+                        "timeouts). A create is only retried when nothing can have been created.",
+                        "schema": {"type": ["integer", "null"], "default": 4, "minimum": 0, "maximum": 10},
+                    },
+                    "prediction_url_template": {
+                        "label": "Prediction page URL template",
+                        "description": "Optional link from a task to its prediction, with "
+                        "{prediction_id}, for example https://replicate.com/p/{prediction_id}.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+    }

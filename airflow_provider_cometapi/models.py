@@ -1,0 +1,245 @@
+"""
+The prediction as the rest of the provider speaks of it, and what a valid request looks like.
+
+One place for the statuses and the terminal set, the parsing of the API's JSON (``output``
+normalised to a list of strings), model and prediction ids, and the local check of the
+FLUX input fields that the gateway would otherwise reject with HTTP 422 (after a round trip).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from airflow_provider_cometapi.exceptions import (
+    GatewayResponseError,
+    InvalidInputError,
+    InvalidModelIdError,
+    InvalidPredictionIdError,
+)
+
+
+class PredictionStatus(str, Enum):
+    """The statuses the API documents. Others may appear and are treated as still running."""
+
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
+UNSUCCESSFUL_STATUSES: frozenset[str] = TERMINAL_STATUSES - {"succeeded"}
+KNOWN_STATUSES: frozenset[str] = frozenset(status.value for status in PredictionStatus)
+
+# Fields that can be large and that the task log already showed: kept out of XCom and events.
+_BULKY_FIELDS = ("logs",)
+_DATA_URI_PREVIEW = 48
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """
+    A prediction as returned by the API.
+
+    ``status`` is the raw string, so a status this release does not know survives a round trip;
+    ``output`` is always a list of URLs (or ``data:`` URIs), empty until the prediction succeeds
+    or once its files expired. ``raw`` keeps every field the API sent.
+    """
+
+    id: str
+    status: str
+    model: str | None = None
+    output: list[str] = field(default_factory=list)
+    error: str | None = None
+    logs: str = ""
+    data_removed: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Prediction:
+        """Build a prediction from the API's JSON; a body that is not one is a gateway error."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise GatewayResponseError(
+                "CometAPI answered with JSON that is not a prediction (no 'id'). This is a gateway fault; retry later.",
+                status_code=200,
+            )
+        status = data.get("status")
+        error = data.get("error")
+        logs = data.get("logs")
+        return cls(
+            id=data["id"],
+            status=status if isinstance(status, str) and status else "unknown",
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
+            output=normalise_output(data.get("output")),
+            error=None if error in (None, "") else str(error),
+            logs=logs if isinstance(logs, str) else "",
+            data_removed=bool(data.get("data_removed")),
+            raw=data,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == PredictionStatus.SUCCEEDED
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in KNOWN_STATUSES
+
+    def new_log_lines(self, seen_chars: int) -> tuple[list[str], int]:
+        """
+        Return the complete log lines written since ``seen_chars`` and the new offset.
+
+        Logs only grow, so a poller keeps one integer instead of the whole log. A trailing
+        partial line is left for the next poll; a shorter log (rewritten) starts over.
+        """
+        if len(self.logs) < seen_chars:
+            seen_chars = 0
+        end = self.logs.rfind("\n", seen_chars) + 1
+        if end <= seen_chars:
+            return [], seen_chars
+        lines = [line.rstrip("\r") for line in self.logs[seen_chars:end].splitlines()]
+        return [line for line in lines if line.strip()], end
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        The prediction as a small JSON dict for XCom and trigger events.
+
+        Every API field is kept, except the logs (streamed to the task log already), with
+        ``output`` as a list and ``data:`` URIs in ``input`` shortened to a preview.
+        """
+        result = {key: value for key, value in self.raw.items() if key not in _BULKY_FIELDS}
+        result.update(id=self.id, status=self.status, output=list(self.output), error=self.error)
+        if isinstance(result.get("input"), Mapping):
+            result["input"] = {key: _preview(value) for key, value in result["input"].items()}
+        return result
+
+
+def normalise_output(output: Any) -> list[str]:
+    """``None`` -> ``[]``, a single URL -> ``[url]``, a list -> its strings."""
+    if output is None:
+        return []
+    if isinstance(output, str):
+        return [output] if output else []
+    if isinstance(output, list | tuple):
+        return [item for item in output if isinstance(item, str) and item]
+    return []
+
+
+def _preview(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:") and len(value) > _DATA_URI_PREVIEW:
+        return f"{value[:_DATA_URI_PREVIEW]}...({len(value)} chars)"
+    return value
+
+
+# --- Ids ------------------------------------------------------------------------------------
+
+_MODEL_ID = re.compile(r"^(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<name>[A-Za-z0-9][\w.-]*)(?::(?P<version>[\w.-]+))?$")
+_PREDICTION_ID = re.compile(r"^[A-Za-z0-9][\w-]*$")
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """A model id ``owner/name`` with an optional ``:version``."""
+
+    owner: str
+    name: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, model: Any) -> ModelId:
+        match = _MODEL_ID.match(model.strip()) if isinstance(model, str) else None
+        if match is None:
+            raise InvalidModelIdError(
+                f"Invalid model id {model!r}: expected 'owner/name' or 'owner/name:version', "
+                "for example 'black-forest-labs/flux-schnell'."
+            )
+        return cls(match["owner"], match["name"], match["version"])
+
+    @property
+    def slug(self) -> str:
+        """``owner/name``, as the gateway names the model."""
+        return f"{self.owner}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.slug}:{self.version}" if self.version else self.slug
+
+
+def check_prediction_id(prediction_id: Any) -> str:
+    """Return the id stripped, or raise before any request for one that cannot be valid."""
+    if isinstance(prediction_id, str) and _PREDICTION_ID.match(prediction_id.strip()):
+        return prediction_id.strip()
+    raise InvalidPredictionIdError(
+        f"Invalid prediction id {prediction_id!r}: ids are letters, digits, '-' and '_' only, "
+        "as returned in the 'id' of a created prediction (XCom key 'prediction_id')."
+    )
+
+
+# --- Local check of the FLUX inputs ---------------------------------------------------------
+
+ASPECT_RATIOS: tuple[str, ...] = (
+    "1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21",
+)  # fmt: skip
+OUTPUT_FORMATS: tuple[str, ...] = ("webp", "png", "jpg", "jpeg")
+
+
+def is_flux_model(model: ModelId) -> bool:
+    return model.owner == "black-forest-labs" and model.name.startswith("flux")
+
+
+def validate_input(model: ModelId, model_input: Any) -> dict[str, Any]:
+    """
+    Check the fields every FLUX model shares, the way the gateway would, and return the input.
+
+    Only FLUX models are checked; other models and unknown keys pass through unchanged.
+    Raises :class:`InvalidInputError` naming each bad field, before any request is made.
+    """
+    if not isinstance(model_input, Mapping):
+        raise InvalidInputError(
+            f"The input for {model} must be a mapping such as {{'prompt': '...'}}, got {type(model_input).__name__}."
+        )
+    checked: dict[str, Any] = dict(model_input)
+    if not is_flux_model(model):
+        return checked
+    problems: list[dict[str, str]] = []
+
+    def bad(name: str, description: str) -> None:
+        problems.append({"field": f"input.{name}", "description": description})
+
+    prompt = checked.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        bad("prompt", "a non-empty text prompt is required")
+    ratios = ASPECT_RATIOS + (("match_input_image",) if "kontext" in model.name else ())
+    if "aspect_ratio" in checked and checked["aspect_ratio"] not in ratios:
+        bad("aspect_ratio", f"{checked['aspect_ratio']!r} is not one of {', '.join(ratios)}")
+    if "output_format" in checked and checked["output_format"] not in OUTPUT_FORMATS:
+        bad("output_format", f"{checked['output_format']!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if "output_quality" in checked and not _is_int_between(checked["output_quality"], 1, 100):
+        bad("output_quality", f"{checked['output_quality']!r} is not a whole number from 1 to 100")
+    if "num_outputs" in checked and not _is_int_between(checked["num_outputs"], 1, 4):
+        bad("num_outputs", f"{checked['num_outputs']!r} is not a whole number from 1 to 4")
+    if "seed" in checked and not _is_int_between(checked["seed"], 0, 2**63 - 1):
+        bad("seed", f"{checked['seed']!r} is not a non-negative whole number")
+    if problems:
+        listing = "; ".join(f"{p['field']}: {p['description']}" for p in problems)
+        raise InvalidInputError(
+            f"Invalid input for {model}: {listing}. Fix these fields in the operator's `input`.",
+            invalid_fields=problems,
+        )
+    return checked
+
+
+def _is_int_between(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

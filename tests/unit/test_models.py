@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_cometapi.exceptions import (
+    GatewayResponseError,
+    InvalidInputError,
+    InvalidModelIdError,
+    InvalidPredictionIdError,
+)
+from airflow_provider_cometapi.models import (
+    TERMINAL_STATUSES,
+    ModelId,
+    Prediction,
+    PredictionStatus,
+    check_prediction_id,
+    normalise_output,
+    validate_input,
+)
+
+FLUX_SCHNELL = ModelId.parse("black-forest-labs/flux-schnell")
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (None, []),
+        ("https://x/out-0.webp", ["https://x/out-0.webp"]),
+        (["https://x/a.png", "https://x/b.png"], ["https://x/a.png", "https://x/b.png"]),
+        ("", []),
+        ({"unexpected": "shape"}, []),
+        (["data:image/png;base64,AAAA", None], ["data:image/png;base64,AAAA"]),
+    ],
+)
+def test_output_is_always_a_list_of_strings(output, expected):
+    assert normalise_output(output) == expected
+    assert Prediction.from_api({"id": "p1", "status": "succeeded", "output": output}).output == expected
+
+
+def test_terminal_set_is_the_documented_one():
+    assert {"succeeded", "failed", "canceled", "aborted"} == TERMINAL_STATUSES
+    assert PredictionStatus.ABORTED == "aborted"
+
+
+def test_unknown_status_is_kept_and_not_terminal():
+    prediction = Prediction.from_api({"id": "p1", "status": "queued_elsewhere"})
+    assert prediction.status == "queued_elsewhere"
+    assert not prediction.is_terminal
+    assert not prediction.is_known_status
+    assert Prediction.from_api({"id": "p1"}).status == "unknown"
+
+
+@pytest.mark.parametrize("body", [None, [], {"status": "succeeded"}, {"id": ""}, "text"])
+def test_a_body_that_is_not_a_prediction_is_a_gateway_error(body):
+    with pytest.raises(GatewayResponseError, match="not a prediction"):
+        Prediction.from_api(body)
+
+
+def test_to_dict_drops_logs_and_shortens_data_uris_in_input():
+    big = "data:image/png;base64," + "A" * 10_000
+    prediction = Prediction.from_api(
+        {
+            "id": "p1",
+            "status": "succeeded",
+            "logs": "lots of lines\n" * 100,
+            "output": "https://x/out.webp",
+            "input": {"prompt": "a cat", "input_image": big},
+            "metrics": {"predict_time": 1.5},
+        }
+    )
+    result = prediction.to_dict()
+    assert "logs" not in result
+    assert result["output"] == ["https://x/out.webp"]
+    assert result["metrics"] == {"predict_time": 1.5}
+    assert result["input"]["prompt"] == "a cat"
+    assert len(result["input"]["input_image"]) < 100
+    assert result["input"]["input_image"].endswith(f"({len(big)} chars)")
+
+
+def test_new_log_lines_returns_only_complete_new_lines():
+    first = Prediction.from_api({"id": "p", "status": "processing", "logs": "Using seed: 1\n 25%|"})
+    lines, offset = first.new_log_lines(0)
+    assert lines == ["Using seed: 1"]
+    second = Prediction.from_api({"id": "p", "status": "processing", "logs": "Using seed: 1\n 25%|x\n 50%|y\n"})
+    lines, offset = second.new_log_lines(offset)
+    assert lines == [" 25%|x", " 50%|y"]
+    assert second.new_log_lines(offset) == ([], offset)
+    rewritten = Prediction.from_api({"id": "p", "status": "processing", "logs": "new\n"})
+    assert rewritten.new_log_lines(offset) == (["new"], 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "owner", "name", "version"),
+    [
+        ("black-forest-labs/flux-schnell", "black-forest-labs", "flux-schnell", None),
+        ("black-forest-labs/flux-1.1-pro", "black-forest-labs", "flux-1.1-pro", None),
+        ("owner/model:5599ed30703defd1d", "owner", "model", "5599ed30703defd1d"),
+    ],
+)
+def test_model_ids_parse(text, owner, name, version):
+    model = ModelId.parse(text)
+    assert (model.owner, model.name, model.version) == (owner, name, version)
+    assert str(model) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["flux-schnell", "a/b/c", "/flux", "owner/", "owner/name:", "own er/name", "", None, 42, "a/b?x=1"]
+)
+def test_malformed_model_ids_are_rejected(text):
+    with pytest.raises(InvalidModelIdError, match="owner/name"):
+        ModelId.parse(text)
+
+
+@pytest.mark.parametrize("text", ["", " ", "a/b", "../x", "id?x", None, 3])
+def test_malformed_prediction_ids_are_rejected(text):
+    with pytest.raises(InvalidPredictionIdError, match="prediction_id"):
+        check_prediction_id(text)
+
+
+def test_valid_flux_input_passes_with_unknown_keys():
+    model_input = {"prompt": "a cat", "aspect_ratio": "16:9", "output_format": "png", "my_extra": [1]}
+    assert validate_input(FLUX_SCHNELL, model_input) == model_input
+
+
+def test_kontext_accepts_match_input_image():
+    kontext = ModelId.parse("black-forest-labs/flux-kontext-pro")
+    validate_input(kontext, {"prompt": "x", "aspect_ratio": "match_input_image"})
+    with pytest.raises(InvalidInputError):
+        validate_input(FLUX_SCHNELL, {"prompt": "x", "aspect_ratio": "match_input_image"})
+
+
+def test_every_bad_flux_field_is_named():
+    with pytest.raises(InvalidInputError) as info:
+        validate_input(
+            FLUX_SCHNELL,
+            {"prompt": " ", "aspect_ratio": "7:5", "output_format": "gif", "output_quality": 0, "num_outputs": 9},
+        )
+    fields = [f["field"] for f in info.value.invalid_fields]
+    assert fields == [
+        "input.prompt",
+        "input.aspect_ratio",
+        "input.output_format",
+        "input.output_quality",
+        "input.num_outputs",
+    ]
+    assert "'7:5' is not one of 1:1" in str(info.value)
+
+
+def test_missing_prompt_and_non_mapping_input():
+    with pytest.raises(InvalidInputError, match="input.prompt"):
+        validate_input(FLUX_SCHNELL, {})
+    with pytest.raises(InvalidInputError, match="must be a mapping"):
+        validate_input(FLUX_SCHNELL, "a cat")
+
+
+def test_other_models_are_not_checked():
+    other = ModelId.parse("stability-ai/sdxl")
+    assert validate_input(other, {"width": 5000}) == {"width": 5000}
