@@ -105,4 +105,8 @@ class _StopOnLongAdvice(tenacity.stop.stop_base):
 
 
 class LoggerLike(Protocol):
+    """The part of a logger this package uses: stdlib and Airflow's structlog loggers both fit."""
+
+    def info(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
     def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...

@@ -1,0 +1,154 @@
+"""Start a prediction and wait for its result, in the triggerer or on the worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+
+from airflow_provider_cometapi.exceptions import PredictionTimeoutError
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY, PredictionLink
+from airflow_provider_cometapi.polling import PredictionWatch, resolve_event, wait_for_prediction
+from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+# The deferral's own timeout comes this long after the trigger's deadline, so that the
+# trigger's timeout event (which cancels the prediction) wins over Airflow killing the wait.
+DEFER_TIMEOUT_MARGIN = timedelta(minutes=3)
+
+
+def seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class CreatePredictionOperator(BaseOperator):
+    """
+    Start a CometAPI prediction (for example a FLUX image) and, by default, wait for its result.
+
+    The prediction id is pushed to XCom (key ``prediction_id``) as soon as the prediction
+    exists, before any waiting. The return value (XCom ``return_value``) is the prediction as a
+    JSON dict, with ``output`` always a list of URLs; its logs go to the task log instead.
+
+    :param model: ``owner/name`` or ``owner/name:version``, e.g. ``black-forest-labs/flux-schnell``.
+        Templated.
+    :param input: the model's input, e.g. ``{"prompt": "...", "aspect_ratio": "16:9"}``. Templated,
+        and mappable with ``.expand(input=[...])``. Known FLUX fields are checked before any request;
+        other keys are passed through.
+    :param cometapi_conn_id: the CometAPI connection.
+    :param wait_for_completion: wait for the prediction to end (default); if False, return the
+        prediction as just created.
+    :param deferrable: wait in the triggerer, freeing the worker slot. Defaults to Airflow's
+        ``[operators] default_deferrable``.
+    :param poll_interval: seconds between status checks.
+    :param timeout: how long to wait (seconds or timedelta) before cancelling the prediction and
+        failing the task.
+    :param prefer_wait: 1-60: ask the gateway to hold the create call that many seconds; a
+        prediction that finishes within it completes the task without any polling or deferral.
+    :param cancel_on_kill: cancel the prediction when the task is killed (worker ``on_kill``, or a
+        user marking a deferred task failed/success on Airflow 3.3+).
+
+    Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``.
+    """
+
+    template_fields: Sequence[str] = ("model", "input")
+    template_fields_renderers = {"input": "json"}
+    operator_extra_links = (PredictionLink(),)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input: Mapping[str, Any],
+        cometapi_conn_id: str = CometAPIHook.default_conn_name,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 5.0,
+        timeout: float | timedelta = timedelta(hours=1),
+        prefer_wait: int | None = None,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.input = input
+        self.cometapi_conn_id = cometapi_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = seconds(timeout)
+        self.prefer_wait = prefer_wait
+        self.cancel_on_kill = cancel_on_kill
+        self.prediction_id: str | None = None
+        self._cancelled = False
+
+    @cached_property
+    def hook(self) -> CometAPIHook:
+        return CometAPIHook(self.cometapi_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        prediction = self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+        self.prediction_id = prediction.id
+        context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=prediction.id)
+        self.log.info("Created prediction %s of model %s.", prediction.id, self.model)
+        if not self.wait_for_completion:
+            return prediction.to_dict()
+
+        watch = PredictionWatch(prediction.id, self.poll_interval, time.time() + self.timeout, self.log)
+        # The create answer is the first status check: a prediction that already ended (with
+        # prefer_wait, or failing at once) completes here without deferring.
+        event = watch.observe(prediction)
+        if event is None and self.deferrable:
+            self.defer(
+                trigger=PredictionTrigger(
+                    prediction_id=prediction.id,
+                    cometapi_conn_id=self.cometapi_conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=watch.deadline,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
+            )
+        if event is None:
+            event = wait_for_prediction(self.hook, watch)
+        return self._complete(event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after deferral; everything is read from the trigger's event."""
+        return self._complete(event)
+
+    def _complete(self, event: Any) -> dict[str, Any]:
+        try:
+            prediction = resolve_event(event)
+        except PredictionTimeoutError as timeout:
+            self._cancel(timeout.prediction_id)
+            raise PredictionTimeoutError(
+                f"{timeout} Gave up after {self.timeout:g}s and asked CometAPI to cancel it. Raise the "
+                "operator's `timeout` if the model needs longer.",
+                prediction_id=timeout.prediction_id,
+            ) from None
+        self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
+        return prediction
+
+    def _cancel(self, prediction_id: str | None) -> None:
+        """Best effort and at most once: a failed cancel must not hide why the task ended."""
+        if not prediction_id or self._cancelled:
+            return
+        self._cancelled = True
+        try:
+            self.hook.cancel_prediction(prediction_id)
+            self.log.info("Asked CometAPI to cancel prediction %s.", prediction_id)
+        except Exception as error:
+            self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill:
+            self._cancel(self.prediction_id)

@@ -1,0 +1,111 @@
+"""Wait for any prediction by id: poke, reschedule, or deferred to the triggerer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.operators.prediction import DEFER_TIMEOUT_MARGIN
+from airflow_provider_cometapi.polling import PredictionWatch, resolve_event
+from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class PredictionSensor(BaseSensorOperator):
+    """
+    Wait until a prediction ends; its final JSON dict is the XCom return value.
+
+    Fails at once, without more poking, when the prediction ends ``failed``, ``canceled`` or
+    ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout). ``poke_interval``
+    and ``timeout`` work as for any sensor, in every mode.
+
+    :param prediction_id: the prediction to wait for, e.g.
+        ``"{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"``. Templated.
+    :param cometapi_conn_id: the CometAPI connection.
+    :param deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
+    :param cancel_on_kill: cancel the prediction when a user kills the deferred sensor (Airflow
+        3.3+). Off by default: the sensor watches a prediction it did not start.
+    """
+
+    template_fields: Sequence[str] = ("prediction_id",)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        prediction_id: str,
+        cometapi_conn_id: str = CometAPIHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        cancel_on_kill: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prediction_id = prediction_id
+        self.cometapi_conn_id = cometapi_conn_id
+        self.deferrable = deferrable
+        self.cancel_on_kill = cancel_on_kill
+
+    @cached_property
+    def hook(self) -> CometAPIHook:
+        return CometAPIHook(self.cometapi_conn_id)
+
+    @cached_property
+    def _watch(self) -> PredictionWatch:
+        # Kept across pokes in poke mode, so the log shows only what is new at each poke.
+        return PredictionWatch(self.prediction_id, self.poke_interval, None, self.log)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # One look first: a prediction that already ended needs no trigger.
+        done = self.poke(context)
+        if done.is_done:
+            return done.xcom_value
+        self.defer(
+            trigger=PredictionTrigger(
+                prediction_id=self.prediction_id,
+                cometapi_conn_id=self.cometapi_conn_id,
+                poll_interval=self.poke_interval,
+                deadline=time.time() + self.timeout,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        try:
+            event = self._watch.observe(self.hook.get_prediction(self.prediction_id))
+        except CometAPIError as error:
+            event = self._watch.poll_failed(error)
+        if event is None:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._result(event))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after deferral; everything is read from the trigger's event."""
+        return self._result(event)
+
+    def _result(self, event: Any) -> dict[str, Any]:
+        try:
+            return resolve_event(event)
+        except PredictionTimeoutError as error:
+            raise AirflowSensorTimeout(str(error)) from error
+        except PredictionFailedError as error:
+            # Final: poking again cannot change a failed prediction.
+            raise AirflowFailException(str(error)) from error

@@ -1,0 +1,92 @@
+"""The trigger that waits for a prediction in the triggerer, without holding a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.polling import PredictionWatch, await_prediction, error_event
+
+# on_kill gets a bounded time from Airflow; a cancel that has not answered by then is dropped.
+CANCEL_TIMEOUT = 10.0
+
+
+class PredictionTrigger(BaseTrigger):
+    """
+    Poll a prediction until it ends, then fire exactly one event (see
+    :mod:`airflow_provider_cometapi.polling` for its shape).
+
+    One hook, so one connection lookup and one HTTP session, serves the whole run. Transient
+    failures are retried by the hook's policy and tolerated for a few polls; persistent ones,
+    and anything unexpected, become an ``error`` event rather than a dead trigger.
+
+    :param prediction_id: the prediction to wait for.
+    :param cometapi_conn_id: the CometAPI connection.
+    :param poll_interval: seconds between polls.
+    :param deadline: absolute Unix time after which a ``timeout`` event fires; it survives a
+        triggerer restart (a deadline already passed fires at once).
+    :param cancel_on_kill: cancel the prediction when a user kills the deferred task (marks it
+        failed or success, or clears it); Airflow 3.3+. A triggerer restart never cancels.
+    """
+
+    def __init__(
+        self,
+        prediction_id: str,
+        cometapi_conn_id: str = CometAPIHook.default_conn_name,
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.prediction_id = prediction_id
+        self.cometapi_conn_id = cometapi_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = None if deadline is None else float(deadline)
+        self.cancel_on_kill = cancel_on_kill
+        self._hook: CometAPIHook | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "prediction_id": self.prediction_id,
+                "cometapi_conn_id": self.cometapi_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log)
+        self._hook = CometAPIHook(self.cometapi_conn_id)
+        try:
+            event = await await_prediction(self._hook, watch)
+        except Exception as error:  # anything unexpected must end the wait, not kill the trigger
+            self.log.exception("Waiting for prediction %s failed unexpectedly.", self.prediction_id)
+            event = error_event(self.prediction_id, f"{type(error).__name__}: {error}")
+        finally:
+            await self.cleanup()
+        self.log.info(event["message"])
+        yield TriggerEvent(event)
+
+    async def cleanup(self) -> None:
+        """Release the HTTP session; never touches the remote prediction."""
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """Cancel the remote prediction when a user killed the task (not on restarts)."""
+        if not self.cancel_on_kill:
+            return
+        self.log.info("The task was killed: cancelling prediction %s.", self.prediction_id)
+        async with CometAPIHook(self.cometapi_conn_id) as hook:
+            try:
+                await asyncio.wait_for(hook.acancel_prediction(self.prediction_id), CANCEL_TIMEOUT)
+            except Exception as error:  # best effort: the task is already being killed
+                self.log.warning("Could not cancel prediction %s: %s", self.prediction_id, error)

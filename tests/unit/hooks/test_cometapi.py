@@ -1,0 +1,406 @@
+"""CometAPIHook against the emulator over loopback: every answer the gateway can give."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+
+from airflow_provider_cometapi.emulator import EmulatorProcess
+from airflow_provider_cometapi.exceptions import (
+    AuthenticationError,
+    CometAPIConfigurationError,
+    CometAPIConnectionError,
+    CometAPITimeoutError,
+    GatewayResponseError,
+    InsufficientCreditError,
+    InvalidInputError,
+    InvalidModelIdError,
+    InvalidPredictionIdError,
+    ModelNotFoundError,
+    PredictionNotFoundError,
+    ServerError,
+)
+from airflow_provider_cometapi.hooks.cometapi import USER_AGENT, CometAPIHook, base_url_of
+from airflow_provider_cometapi.models import Prediction
+from tests.unit.conftest import FAST_RETRIES, set_connection
+
+SCHNELL = "black-forest-labs/flux-schnell"
+PROMPT = {"prompt": "a lighthouse at dusk"}
+
+
+def creates(emulator) -> int:
+    return emulator.stats(detail=False)["creates"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- Happy paths, sync and async ---------------------------------------------------------
+
+
+def test_create_then_poll_until_succeeded(hook, cometapi_conn):
+    prediction = hook.create_prediction(SCHNELL, PROMPT)
+    assert prediction.status in ("starting", "processing")
+    assert prediction.output == []
+    deadline = time.time() + 10
+    while not prediction.is_terminal and time.time() < deadline:
+        time.sleep(0.1)
+        prediction = hook.get_prediction(prediction.id)
+    assert prediction.succeeded
+    assert len(prediction.output) == 1
+    assert prediction.output[0].startswith(cometapi_conn.base_url + "/files/")
+    stats = cometapi_conn.stats()
+    assert stats["creates"] == 1
+    assert stats["predictions"][prediction.id]["prompt"] == PROMPT["prompt"]
+
+
+async def test_async_create_get_and_cancel(async_hook, cometapi_conn):
+    prediction = await async_hook.acreate_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}})
+    fetched = await async_hook.aget_prediction(prediction.id)
+    assert fetched.id == prediction.id and not fetched.is_terminal
+    canceled = await async_hook.acancel_prediction(prediction.id)
+    assert canceled is not None and canceled.status == "canceled"
+    assert (await async_hook.aget_prediction(prediction.id)).status == "canceled"
+    assert cometapi_conn.stats()["cancels"] == 1
+
+
+def test_string_output_models_are_normalised_to_a_list(hook):
+    prediction = hook.create_prediction(
+        "black-forest-labs/flux-1.1-pro", {**PROMPT, "_emulator": {"duration": 0}}, wait=5
+    )
+    assert prediction.succeeded
+    assert isinstance(prediction.output, list) and len(prediction.output) == 1
+
+
+def test_prefer_wait_returns_a_finished_prediction(hook, cometapi_conn):
+    prediction = hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 0.3}}, wait=10)
+    assert prediction.succeeded
+    assert creates(cometapi_conn) == 1
+
+
+def test_prefer_wait_returns_the_incomplete_prediction_when_not_done(hook):
+    started = time.monotonic()
+    prediction = hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}}, wait=1)
+    assert prediction.status in ("starting", "processing")
+    assert 0.9 <= time.monotonic() - started < 5
+
+
+def test_model_id_with_version_is_kept_in_the_path(hook, cometapi_conn):
+    prediction = hook.create_prediction(f"{SCHNELL}:5599ed30703defd1", PROMPT)
+    assert prediction.model == SCHNELL
+    assert cometapi_conn.stats()["predictions"][prediction.id]["model"] == SCHNELL
+
+
+def test_cancel_not_supported_is_not_an_error(monkeypatch):
+    with EmulatorProcess(extra_args=["--no-cancel"]) as emulator:
+        set_connection(monkeypatch, emulator.connection_dict())
+        hook = CometAPIHook(retry_policy=FAST_RETRIES)
+        prediction = hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}})
+        assert hook.cancel_prediction(prediction.id) is None
+
+
+def test_list_models_and_test_connection(hook):
+    assert SCHNELL in hook.list_models()
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "API key works" in message
+
+
+def test_requests_carry_key_and_user_agent(hook):
+    session = hook.get_conn()
+    assert session.headers["Authorization"] == f"Bearer {hook.settings.api_key}"
+    assert session.headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("airflow-provider-cometapi/")
+
+
+# --- Connection ------------------------------------------------------------------------
+
+
+def test_connection_in_uri_form(emulator, monkeypatch):
+    set_connection(monkeypatch, emulator.connection_uri())
+    hook = CometAPIHook(retry_policy=FAST_RETRIES)
+    assert hook.settings.base_url == emulator.base_url
+    assert hook.test_connection()[0]
+
+
+def test_connection_uri_with_bare_loopback_host_and_port(emulator, monkeypatch):
+    set_connection(monkeypatch, f"cometapi://:{emulator.api_key}@127.0.0.1:{emulator.port}")
+    hook = CometAPIHook(retry_policy=FAST_RETRIES)
+    assert hook.settings.base_url == emulator.base_url
+    assert hook.create_prediction(SCHNELL, PROMPT).id
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        (None, None, "https://api.cometapi.com"),
+        ("", None, "https://api.cometapi.com"),
+        ("api.cometapi.com", None, "https://api.cometapi.com"),
+        ("https://gateway.example/prefix/", None, "https://gateway.example/prefix"),
+        ("localhost", 8765, "http://localhost:8765"),
+        ("http://127.0.0.1", 9000, "http://127.0.0.1:9000"),
+        ("http://127.0.0.1:9000", 9000, "http://127.0.0.1:9000"),
+    ],
+)
+def test_base_url_of(host, port, expected):
+    assert base_url_of(host, port) == expected
+
+
+def test_missing_connection_says_how_to_create_it(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_COMETAPI_DEFAULT", raising=False)
+    with pytest.raises(CometAPIConfigurationError, match="AIRFLOW_CONN_COMETAPI_DEFAULT"):
+        _ = CometAPIHook().settings
+
+
+def test_empty_key_is_refused_before_any_request(emulator, monkeypatch):
+    set_connection(monkeypatch, {"conn_type": "cometapi", "host": emulator.base_url, "password": ""})
+    with pytest.raises(CometAPIConfigurationError, match="no API key"):
+        CometAPIHook().create_prediction(SCHNELL, PROMPT)
+    assert emulator.stats(detail=False)["requests"] == 0
+
+
+def test_bad_timeout_extra_is_a_clear_error(emulator, monkeypatch):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "extra": {"timeout": "soon"}})
+    with pytest.raises(CometAPIConfigurationError, match="'timeout'"):
+        _ = CometAPIHook().settings
+
+
+async def test_async_lookup_reads_the_same_settings(cometapi_conn):
+    hook = CometAPIHook()
+    settings = await hook.aget_settings()
+    assert settings.base_url == cometapi_conn.base_url
+    assert settings.api_key == cometapi_conn.api_key
+    assert cometapi_conn.api_key not in repr(settings)
+
+
+# --- Errors ----------------------------------------------------------------------------
+
+
+def test_wrong_key(emulator, monkeypatch):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "password": "wrong-key-12345"})
+    hook = CometAPIHook(retry_policy=FAST_RETRIES)
+    with pytest.raises(AuthenticationError, match="cometapi_default") as info:
+        hook.get_prediction("abc")
+    assert "wrong-key-12345" not in str(info.value)
+    ok, message = hook.test_connection()
+    assert not ok and "rejected the API key" in message
+    assert emulator.stats(detail=False)["requests"] == 2  # 401 is never retried
+
+
+def test_unreachable_host(monkeypatch):
+    set_connection(
+        monkeypatch, {"conn_type": "cometapi", "password": "k-123456", "host": f"http://127.0.0.1:{free_port()}"}
+    )
+    ok, message = CometAPIHook().test_connection()
+    assert not ok
+    assert "Could not reach CometAPI" in message and "Base URL" in message
+
+
+def test_unknown_model(hook, cometapi_conn):
+    with pytest.raises(ModelNotFoundError, match="black-forest-labs/flux-nonexistent"):
+        hook.create_prediction("black-forest-labs/flux-nonexistent", PROMPT)
+    assert creates(cometapi_conn) == 0
+
+
+@pytest.mark.parametrize(
+    ("model_id", "prediction_id"), [("noslash", "a/b"), ("", ""), ("a b/c", "a b"), ("a/b/c", "../x")]
+)
+def test_malformed_ids_are_rejected_before_any_request(hook, cometapi_conn, model_id, prediction_id):
+    with pytest.raises(InvalidModelIdError):
+        hook.create_prediction(model_id, PROMPT)
+    with pytest.raises(InvalidPredictionIdError):
+        hook.get_prediction(prediction_id)
+    with pytest.raises(InvalidPredictionIdError):
+        hook.cancel_prediction(prediction_id)
+    assert cometapi_conn.stats(detail=False)["requests"] == 0
+
+
+def test_unknown_prediction(hook):
+    with pytest.raises(PredictionNotFoundError, match="doesnotexist"):
+        hook.get_prediction("doesnotexist")
+
+
+def test_invalid_input_is_caught_locally(hook, cometapi_conn):
+    with pytest.raises(InvalidInputError, match="input.aspect_ratio"):
+        hook.create_prediction(SCHNELL, {**PROMPT, "aspect_ratio": "7:3"})
+    assert cometapi_conn.stats(detail=False)["requests"] == 0
+
+
+def test_server_422_lists_the_fields(hook):
+    from airflow_provider_cometapi.api import create_prediction_request
+
+    # Bypass the local check to see how the server's own 422 reads.
+    request = create_prediction_request(SCHNELL, {"prompt": "", "output_quality": 500}, wait=None)
+    with pytest.raises(InvalidInputError) as info:
+        hook._call(request)
+    assert {f["field"] for f in info.value.invalid_fields} == {"input.prompt", "input.output_quality"}
+    assert info.value.http_status == 422
+
+
+def test_no_credit(hook, cometapi_conn):
+    cometapi_conn.add_fault(kind="error", route="create", status=402, envelope="openai", message="Insufficient credit")
+    with pytest.raises(InsufficientCreditError, match="Insufficient credit"):
+        hook.create_prediction(SCHNELL, PROMPT)
+    assert creates(cometapi_conn) == 0
+
+
+# --- Retries of idempotent calls ---------------------------------------------------------
+
+
+@pytest.fixture
+def prediction_id(hook):
+    return hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}}).id
+
+
+def test_get_honours_retry_after_header(hook, cometapi_conn, prediction_id):
+    cometapi_conn.add_fault(kind="throttle", route="get", count=2, retry_after=0.4, body=False)
+    started = time.monotonic()
+    assert hook.get_prediction(prediction_id).id == prediction_id
+    assert time.monotonic() - started >= 0.8
+    assert cometapi_conn.stats(detail=False)["faults_served"] == 2
+
+
+def test_get_honours_retry_after_in_body(hook, cometapi_conn, prediction_id):
+    cometapi_conn.add_fault(kind="throttle", route="get", count=1, retry_after=0.5, header=False)
+    started = time.monotonic()
+    hook.get_prediction(prediction_id)
+    assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 524])
+def test_get_survives_a_burst_of_html_errors_shorter_than_the_budget(hook, cometapi_conn, prediction_id, status):
+    cometapi_conn.add_fault(kind="server_error", route="get", count=3, status=status)
+    assert hook.get_prediction(prediction_id).id == prediction_id
+
+
+def test_get_fails_clearly_when_the_burst_outlasts_the_budget(hook, cometapi_conn, prediction_id):
+    cometapi_conn.add_fault(kind="server_error", route="get", count=10, status=502)
+    with pytest.raises(GatewayResponseError, match="HTTP 502"):
+        hook.get_prediction(prediction_id)
+    assert cometapi_conn.stats(detail=False)["faults_served"] == FAST_RETRIES.max_attempts
+
+
+def test_get_retries_resets_and_malformed_json(hook, cometapi_conn, prediction_id):
+    cometapi_conn.add_fault(kind="reset", route="get", count=1)
+    cometapi_conn.add_fault(kind="malformed_json", route="get", count=1)
+    assert hook.get_prediction(prediction_id).id == prediction_id
+
+
+def test_get_retries_a_read_timeout(emulator, monkeypatch, prediction_id_factory):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "extra": {"timeout": 0.3}})
+    hook = CometAPIHook(retry_policy=FAST_RETRIES)
+    prediction_id = prediction_id_factory(hook)
+    emulator.add_fault(kind="slow", route="get", count=1, delay=1.0)
+    assert hook.get_prediction(prediction_id).id == prediction_id
+    emulator.add_fault(kind="slow", route="get", count=-1, delay=1.0)
+    with pytest.raises(CometAPITimeoutError, match="did not answer"):
+        hook.get_prediction(prediction_id)
+
+
+async def test_async_get_retries_the_same_way(async_hook, cometapi_conn):
+    prediction = await async_hook.acreate_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}})
+    cometapi_conn.add_fault(kind="throttle", route="get", count=1, retry_after=0.2)
+    cometapi_conn.add_fault(kind="server_error", route="get", count=1, status=524)
+    cometapi_conn.add_fault(kind="reset", route="get", count=1)
+    assert (await async_hook.aget_prediction(prediction.id)).id == prediction.id
+    assert cometapi_conn.stats(detail=False)["faults_served"] == 3
+    cometapi_conn.add_fault(kind="server_error", route="get", count=-1)
+    with pytest.raises(ServerError):
+        await async_hook.aget_prediction(prediction.id)
+
+
+# --- Creation is never repeated after an ambiguous failure -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"kind": "server_error", "status": 502}, GatewayResponseError),
+        ({"kind": "reset"}, CometAPIConnectionError),
+        ({"kind": "malformed_json"}, GatewayResponseError),
+    ],
+)
+@pytest.mark.parametrize("use_async", [False, True])
+def test_create_is_not_repeated_after_an_ambiguous_failure(hook, cometapi_conn, fault, error, use_async):
+    cometapi_conn.add_fault(route="create", after_create=True, count=-1, **fault)
+    with pytest.raises(error) as info:
+        if use_async:
+
+            async def create():
+                async with CometAPIHook(retry_policy=FAST_RETRIES) as async_hook:
+                    await async_hook.acreate_prediction(SCHNELL, PROMPT)
+
+            asyncio.run(create())
+        else:
+            hook.create_prediction(SCHNELL, PROMPT)
+    assert creates(cometapi_conn) == 1
+    if isinstance(info.value, CometAPIConnectionError):
+        assert "not created again" in str(info.value)
+
+
+def test_create_is_not_repeated_after_a_timeout(emulator, monkeypatch):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "extra": {"timeout": 0.3}})
+    emulator.add_fault(kind="slow", route="create", after_create=True, delay=1.5)
+    with pytest.raises(CometAPITimeoutError, match="not created again"):
+        CometAPIHook(retry_policy=FAST_RETRIES).create_prediction(SCHNELL, PROMPT)
+    assert creates(emulator) == 1
+
+
+def test_create_is_retried_when_throttled(hook, cometapi_conn):
+    cometapi_conn.add_fault(kind="throttle", route="create", count=2, retry_after=0.1)
+    prediction = hook.create_prediction(SCHNELL, PROMPT)
+    assert creates(cometapi_conn) == 1
+    assert cometapi_conn.stats()["predictions"].keys() == {prediction.id}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_create_is_retried_when_the_connection_is_refused(monkeypatch, caplog, capsys, use_async):
+    set_connection(
+        monkeypatch, {"conn_type": "cometapi", "password": "k-123456", "host": f"http://127.0.0.1:{free_port()}"}
+    )
+    hook = CometAPIHook(retry_policy=FAST_RETRIES)
+    with caplog.at_level(logging.WARNING), pytest.raises(CometAPIConnectionError) as info:
+        if use_async:
+            asyncio.run(hook.acreate_prediction(SCHNELL, PROMPT))
+        else:
+            hook.create_prediction(SCHNELL, PROMPT)
+    assert info.value.nothing_created
+    logged = caplog.text + capsys.readouterr().out  # Airflow's structlog writes to stdout
+    assert logged.count("Retrying in") == FAST_RETRIES.max_attempts - 1
+
+
+# --- Secrets ---------------------------------------------------------------------------
+
+
+def test_the_key_never_reaches_the_logs(emulator, monkeypatch, caplog, capsys):
+    key = "sk-super-secret-value-123"
+    set_connection(monkeypatch, {**emulator.connection_dict(), "password": key})
+    with caplog.at_level(logging.DEBUG):
+        hook = CometAPIHook(retry_policy=FAST_RETRIES)
+        for call in (lambda: hook.get_prediction("abc"), hook.test_connection, lambda: repr(hook.settings)):
+            try:
+                call()
+            except Exception as error:
+                assert key not in str(error)
+    captured = capsys.readouterr()
+    assert key not in caplog.text + captured.out + captured.err
+
+
+@pytest.fixture
+def prediction_id_factory():
+    def create(hook: CometAPIHook) -> str:
+        return hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 30}}).id
+
+    return create
+
+
+def test_prediction_model_roundtrip(hook):
+    prediction = hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 0}}, wait=5)
+    assert Prediction.from_api(prediction.raw) == prediction
