@@ -66,18 +66,18 @@ class PredictionWatch:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
         self.polls += 1
         self.failed_polls = 0
+        if prediction.logs:
+            lines, self.log_offset = prediction.new_log_lines(self.log_offset)
+            for line in lines:
+                self.log.info("[%s] %s", prediction.id, line)
         if prediction.status != self.last_status:
             self.log.info(
-                "Prediction %s is %s%s.",
+                "Prediction %s: status %s%s.",
                 prediction.id,
                 prediction.status,
                 "" if prediction.is_known_status else " (a status this provider does not know; still waiting)",
             )
             self.last_status = prediction.status
-        if prediction.logs:
-            lines, self.log_offset = prediction.new_log_lines(self.log_offset)
-            for line in lines:
-                self.log.info("[%s] %s", prediction.id, line)
         if not prediction.is_terminal:
             return None
         return outcome_event(prediction)

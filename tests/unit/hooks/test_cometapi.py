@@ -26,7 +26,7 @@ from airflow_provider_cometapi.exceptions import (
 )
 from airflow_provider_cometapi.hooks.cometapi import USER_AGENT, CometAPIHook, base_url_of
 from airflow_provider_cometapi.models import Prediction
-from tests.unit.conftest import FAST_RETRIES, set_connection
+from tests.fixtures import FAST_RETRIES, set_connection
 
 SCHNELL = "black-forest-labs/flux-schnell"
 PROMPT = {"prompt": "a lighthouse at dusk"}

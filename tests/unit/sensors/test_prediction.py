@@ -1,0 +1,66 @@
+"""PredictionSensor called directly, against the emulator."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, TaskDeferred
+
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.sensors.prediction import PredictionSensor
+
+SCHNELL = "black-forest-labs/flux-schnell"
+
+
+def create(**control) -> str:
+    return CometAPIHook().create_prediction(SCHNELL, {"prompt": "x", "_emulator": control}).id
+
+
+def sensor(prediction_id: str, **kwargs) -> PredictionSensor:
+    return PredictionSensor(task_id="sense", prediction_id=prediction_id, poke_interval=0.1, **kwargs)
+
+
+def test_poke_reports_progress_until_done(cometapi_conn):
+    prediction_id = create(duration=0.5)
+    sense = sensor(prediction_id)
+    first = sense.poke({})
+    assert not first.is_done
+    time.sleep(0.7)
+    done = sense.poke({})
+    assert done.is_done
+    assert done.xcom_value["status"] == "succeeded"
+
+
+def test_poke_fails_at_once_on_a_failed_prediction(cometapi_conn):
+    prediction_id = create(outcome="failed", error="emulated", duration=0)
+    time.sleep(0.1)
+    with pytest.raises(AirflowFailException, match="emulated"):
+        sensor(prediction_id).poke({})
+
+
+def test_deferrable_defers_after_one_look(cometapi_conn):
+    prediction_id = create(outcome="never")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(prediction_id, deferrable=True, timeout=120).execute({})
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["prediction_id"] == prediction_id
+    assert kwargs["cancel_on_kill"] is False
+    assert kwargs["deadline"] == pytest.approx(time.time() + 120, abs=5)
+    assert cometapi_conn.stats()["predictions"][prediction_id]["polls"] == 1
+
+
+def test_deferrable_returns_at_once_when_already_done(cometapi_conn):
+    prediction_id = create(duration=0)
+    time.sleep(0.1)
+    assert sensor(prediction_id, deferrable=True).execute({})["status"] == "succeeded"
+
+
+def test_execute_complete_branches():
+    sense = sensor("p1")
+    ok = {"status": "succeeded", "prediction_id": "p1", "prediction": {"id": "p1"}, "message": ""}
+    assert sense.execute_complete({}, ok) == {"id": "p1"}
+    with pytest.raises(AirflowSensorTimeout):
+        sense.execute_complete({}, {"status": "timeout", "prediction_id": "p1", "message": "late"})
+    with pytest.raises(AirflowFailException, match="boom"):
+        sense.execute_complete({}, {"status": "aborted", "prediction_id": "p1", "message": "boom"})

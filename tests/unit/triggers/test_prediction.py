@@ -1,0 +1,186 @@
+"""PredictionTrigger driven against the emulator, as the triggerer drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+from tests.fixtures import set_connection
+
+SCHNELL = "black-forest-labs/flux-schnell"
+CLASSPATH = "airflow_provider_cometapi.triggers.prediction.PredictionTrigger"
+
+
+def create(emulator, **control) -> str:
+    from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+
+    return CometAPIHook().create_prediction(SCHNELL, {"prompt": "x", "_emulator": control}).id
+
+
+async def events_of(trigger: PredictionTrigger) -> list[dict]:
+    """All events the trigger yields (there must be exactly one), as the triggerer collects them."""
+    return [event.payload async for event in trigger.run()]
+
+
+async def single_event(trigger: PredictionTrigger) -> dict:
+    events = await asyncio.wait_for(events_of(trigger), timeout=30)
+    assert len(events) == 1
+    return events[0]
+
+
+def test_serialize_holds_ids_conn_interval_and_deadline_only():
+    trigger = PredictionTrigger("p123", "my_conn", poll_interval=2, deadline=1_900_000_000.5, cancel_on_kill=False)
+    assert trigger.serialize() == (
+        CLASSPATH,
+        {
+            "prediction_id": "p123",
+            "cometapi_conn_id": "my_conn",
+            "poll_interval": 2.0,
+            "deadline": 1_900_000_000.5,
+            "cancel_on_kill": False,
+        },
+    )
+
+
+def test_serialize_round_trips_through_airflow_serde():
+    from airflow.models.trigger import Trigger
+    from airflow.serialization.serialized_objects import BaseSerialization
+
+    trigger = PredictionTrigger("p123", "my_conn", poll_interval=1.5, deadline=time.time() + 60)
+    row = Trigger.from_object(trigger)
+    assert row.classpath == CLASSPATH
+    restored = PredictionTrigger(**row.kwargs)
+    assert restored.serialize() == trigger.serialize()
+    encoded = BaseSerialization.serialize(trigger.serialize()[1])
+    assert BaseSerialization.deserialize(encoded) == trigger.serialize()[1]
+
+
+async def test_succeeded_event_is_small_and_complete(cometapi_conn):
+    prediction_id = create(cometapi_conn)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 30))
+    assert event["status"] == "succeeded"
+    assert event["prediction_id"] == prediction_id
+    assert event["prediction"]["output"]
+    assert "logs" not in event["prediction"]
+    assert "succeeded" in event["message"]
+
+
+@pytest.mark.parametrize("outcome", ["failed", "aborted", "canceled"])
+async def test_unsuccessful_outcomes_carry_the_prediction_error(cometapi_conn, outcome):
+    prediction_id = create(cometapi_conn, outcome=outcome, error=f"emulated {outcome}")
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1))
+    assert event["status"] == outcome
+    if outcome != "canceled":
+        assert f"emulated {outcome}" in event["message"]
+
+
+async def test_unknown_status_waits_until_the_deadline(cometapi_conn, capfd):
+    prediction_id = create(cometapi_conn, unknown_status="queued_elsewhere", duration=60)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 1))
+    assert event["status"] == "timeout"
+    assert "queued_elsewhere" in event["message"]
+    assert "does not know" in capfd.readouterr().out
+
+
+async def test_unknown_status_then_success(cometapi_conn):
+    prediction_id = create(cometapi_conn, unknown_status="queued_elsewhere", duration=0.5)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 10))
+    assert event["status"] == "succeeded"
+
+
+async def test_timeout_event_at_the_deadline(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    started = time.monotonic()
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=5, deadline=time.time() + 0.5))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2  # the last sleep is cut to the deadline
+    assert cometapi_conn.stats()["cancels"] == 0  # cancelling is the task's decision
+
+
+async def test_deadline_passed_before_start_times_out_without_polling(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=1, deadline=time.time() - 5))
+    assert event["status"] == "timeout"
+    assert cometapi_conn.stats()["polls"] == 0
+
+
+async def test_transient_failures_then_success(cometapi_conn):
+    prediction_id = create(cometapi_conn)
+    cometapi_conn.add_fault(kind="throttle", route="get", count=2, retry_after=0.1)
+    cometapi_conn.add_fault(kind="server_error", route="get", count=1, status=502)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 30))
+    assert event["status"] == "succeeded"
+    assert cometapi_conn.stats(detail=False)["faults_served"] == 3
+
+
+async def test_persistent_failure_becomes_an_error_event(emulator, monkeypatch):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "extra": {"max_retries": 1}})
+    prediction_id = create(emulator)
+    emulator.add_fault(kind="server_error", route="get", count=-1, status=503)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 60))
+    assert event["status"] == "error"
+    assert "HTTP 503" in event["message"]
+
+
+async def test_unknown_prediction_is_an_error_event_at_once(cometapi_conn):
+    event = await single_event(PredictionTrigger("doesnotexist", poll_interval=0.1))
+    assert event["status"] == "error"
+    assert "doesnotexist" in event["message"]
+    assert cometapi_conn.stats(detail=False)["polls"] <= 1
+
+
+async def test_missing_connection_is_an_error_event(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_COMETAPI_DEFAULT", raising=False)
+    event = await single_event(PredictionTrigger("p1", poll_interval=0.1))
+    assert event["status"] == "error"
+    assert "does not exist" in event["message"]
+
+
+async def test_one_http_session_for_the_whole_run(cometapi_conn, monkeypatch):
+    sessions: list[aiohttp.ClientSession] = []
+    original_init = aiohttp.ClientSession.__init__
+
+    def counting_init(self, *args, **kwargs):
+        sessions.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", counting_init)
+    prediction_id = create(cometapi_conn, duration=1)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1))
+    assert event["status"] == "succeeded"
+    assert cometapi_conn.stats()["predictions"][prediction_id]["polls"] >= 5
+    assert len(sessions) == 1
+    assert sessions[0].closed
+
+
+async def test_on_kill_cancels_the_prediction(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    trigger = PredictionTrigger(prediction_id, poll_interval=0.1)
+    task = asyncio.ensure_future(events_of(trigger))
+    await asyncio.sleep(0.3)
+    task.cancel()  # the triggerer cancels the run, then calls on_kill for a user's kill
+    await trigger.on_kill()
+    await trigger.cleanup()
+    stats = cometapi_conn.stats()
+    assert stats["cancels"] == 1
+    assert stats["predictions"][prediction_id]["status"] == "canceled"
+
+
+async def test_cleanup_and_restarts_never_cancel(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    trigger = PredictionTrigger(prediction_id, poll_interval=0.1)
+    task = asyncio.ensure_future(events_of(trigger))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await trigger.cleanup()
+    assert cometapi_conn.stats()["cancels"] == 0
+
+
+async def test_on_kill_respects_cancel_on_kill_false(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    await PredictionTrigger(prediction_id, cancel_on_kill=False).on_kill()
+    assert cometapi_conn.stats()["cancels"] == 0
