@@ -33,7 +33,7 @@ unit: install
 test: lint typecheck unit
 
 demo: install
-	$(BIN)/python -m dags_examples.demo
+	$(BIN)/python dags_examples/demo.py
 
 emulator: install
 	$(BIN)/cometapi-emulator --host 127.0.0.1 --port 8765 --api-key local-dev-key

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_cometapi.exceptions import (
     AuthenticationError,
@@ -28,6 +28,7 @@ from airflow_provider_cometapi.exceptions import (
     InvalidInputError,
     ModelNotFoundError,
     NotFoundError,
+    OutputExpiredError,
     PredictionNotFoundError,
     RateLimitedError,
     ServerError,
@@ -45,6 +46,7 @@ class Operation(str, Enum):
     GET = "get"
     CANCEL = "cancel"
     LIST_MODELS = "list_models"
+    DOWNLOAD = "download"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,17 @@ def list_models_request() -> ApiRequest:
     return ApiRequest("GET", "/v1/models", Operation.LIST_MODELS)
 
 
+def download_request(url: str) -> ApiRequest:
+    """Fetching an output file; ``path`` is the file's absolute URL (it is on a file host)."""
+    return ApiRequest("GET", url, Operation.DOWNLOAD, url)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """True when ``url`` is on the gateway itself: only there may the API key be sent."""
+    left, right = urlsplit(url), urlsplit(base_url)
+    return (left.scheme, left.netloc.lower()) == (right.scheme, right.netloc.lower())
+
+
 # --- Reading answers ----------------------------------------------------------------------
 
 _TAGS = re.compile(r"<[^>]+>")
@@ -170,6 +183,12 @@ def error_for_status(
             f"connection {conn_id!r}, then clear the task.",
             status_code=status,
             detail=detail,
+        )
+    if request.operation is Operation.DOWNLOAD and status in (403, 404, 410):
+        return OutputExpiredError(
+            f"The output file {request.subject} is gone (HTTP {status}): output files expire about an hour "
+            "after the prediction finishes. Store outputs in the same DAG run that creates them, right after "
+            "the prediction (SavePredictionOutputsOperator downstream of CreatePredictionOperator)."
         )
     if status == 404:
         if request.operation is Operation.CREATE:

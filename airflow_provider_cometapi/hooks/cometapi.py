@@ -19,9 +19,12 @@ from airflow_provider_cometapi.api import (
     api_url,
     cancel_prediction_request,
     create_prediction_request,
+    download_request,
+    error_for_status,
     get_prediction_request,
     list_models_request,
     read_response,
+    same_origin,
 )
 from airflow_provider_cometapi.exceptions import (
     CometAPIConfigurationError,
@@ -32,9 +35,10 @@ from airflow_provider_cometapi.exceptions import (
 )
 from airflow_provider_cometapi.models import ModelId, Prediction, validate_input
 from airflow_provider_cometapi.retry import RetryPolicy
+from airflow_provider_cometapi.storage import CHUNK_SIZE, decode_data_uri, extension_for, write_atomically
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection, ObjectStoragePath
 
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -78,12 +82,12 @@ class CometAPISettings:
         )
 
     @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
     def headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self.api_key}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        return {**self.auth_headers, "Accept": "application/json", "User-Agent": USER_AGENT}
 
 
 def base_url_of(host: str | None, port: int | None = None) -> str:
@@ -223,10 +227,15 @@ class CometAPIHook(BaseHook):
     # --- Blocking calls ------------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
-        """The hook's ``requests`` session, with the key and User-Agent set."""
+        """
+        The hook's ``requests`` session, with the User-Agent set.
+
+        The key is added per request, to API calls and to files on the gateway itself only, so
+        that a download from a file host never carries it.
+        """
         if self._session is None:
             session = requests.Session()
-            session.headers.update(self.settings.headers)
+            session.headers["User-Agent"] = USER_AGENT
             self._session = session
         return self._session
 
@@ -239,7 +248,11 @@ class CometAPIHook(BaseHook):
             with attempt:
                 try:
                     response = session.request(
-                        request.method, url, json=request.json, headers=request.headers, timeout=timeout
+                        request.method,
+                        url,
+                        json=request.json,
+                        headers={**settings.headers, **request.headers},
+                        timeout=timeout,
                     )
                 except requests.RequestException as exc:
                     raise _requests_error(exc, request, settings) from None
@@ -276,6 +289,49 @@ class CometAPIHook(BaseHook):
         except CometAPIError as exc:
             self._raise_unless_cancel_unsupported(request, exc)
             return None
+
+    def download_output(self, url: str, directory: ObjectStoragePath, stem: str) -> ObjectStoragePath:
+        """
+        Store one output (an ``http(s)://`` URL or a ``data:`` URI) as ``directory/stem.<ext>``.
+
+        Streams to a temporary object and moves it into place once complete and of the announced
+        size; an interrupted download leaves nothing behind and is retried like any GET. The API
+        key is sent only when the file is on the gateway itself.
+        """
+        if url.startswith("data:"):
+            mime, payload = decode_data_uri(url)
+            target = directory / f"{stem}.{extension_for(mime, url)}"
+            write_atomically(target, [payload], expected_size=len(payload))
+            return target
+        settings = self.settings
+        request = download_request(url)
+        headers = settings.auth_headers if same_origin(url, settings.base_url) else {}
+        timeout = (settings.connect_timeout, settings.read_timeout)
+        for attempt in self.retry_policy.retrying(request, self.log):
+            with attempt:
+                try:
+                    with self.get_conn().get(url, headers=headers, stream=True, timeout=timeout) as response:
+                        if response.status_code != 200:
+                            raise error_for_status(
+                                request,
+                                response.status_code,
+                                response.headers,
+                                None,
+                                response.content[:2048],
+                                conn_id=settings.conn_id,
+                            )
+                        target = directory / f"{stem}.{extension_for(response.headers.get('Content-Type'), url)}"
+                        length = response.headers.get("Content-Length")
+                        check_size = length is not None and "Content-Encoding" not in response.headers
+                        write_atomically(
+                            target,
+                            response.iter_content(CHUNK_SIZE),
+                            expected_size=int(length) if check_size and length else None,
+                        )
+                        return target
+                except requests.RequestException as exc:
+                    raise _requests_error(exc, request, settings) from None
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def list_models(self) -> list[str]:
         """Ids of the models the key can use (``GET /v1/models``)."""

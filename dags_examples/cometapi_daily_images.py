@@ -1,0 +1,79 @@
+"""
+Generate a set of images every day and store them under a dated folder.
+
+Each prompt becomes one mapped, deferrable ``CreatePredictionOperator``: while the images are
+generated, the waits run in the triggerer and hold no worker slot. Each finished prediction
+is then stored by ``SavePredictionOutputsOperator`` (images plus a JSON sidecar), which also
+emits an event on the ``cometapi_daily_images`` asset; ``cometapi_daily_index`` runs on it.
+
+Configure it without editing the file:
+
+* params ``prompts``, ``model``, ``aspect_ratio`` (when triggering a run, or their defaults);
+* the storage root: param ``storage_root``, else the Variable ``cometapi_storage_root``, else
+  ``file:///tmp/cometapi-images``. Any Airflow object storage URI works, for example
+  ``s3://aws_default@my-bucket/images`` (install ``apache-airflow-providers-amazon[s3fs]``)
+  or ``gs://google_cloud_default@my-bucket/images``.
+* the connection ``cometapi_default`` (type CometAPI): your API key, or the local emulator.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, task
+
+from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
+
+DAILY_IMAGES = Asset(name="cometapi_daily_images", uri="cometapi://daily-images")
+
+STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+
+with DAG(
+    dag_id="cometapi_daily_images",
+    description="Generate the day's images with CometAPI and store them under a dated folder.",
+    schedule="@daily",
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["cometapi", "example"],
+    params={
+        "prompts": Param(
+            [
+                "a lighthouse on a cliff at dawn, watercolor",
+                "a bowl of ramen, studio food photography",
+                "a fox in a snowy forest, children's book illustration",
+            ],
+            type="array",
+            description="One image per prompt.",
+        ),
+        "model": Param("black-forest-labs/flux-schnell", type="string"),
+        "aspect_ratio": Param("1:1", type="string"),
+        "storage_root": Param("", type="string", description="Where to store; empty: Variable or /tmp."),
+    },
+):
+
+    @task
+    def build_inputs(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One prediction input per prompt; a fixed seed per prompt makes re-runs reproducible."""
+        assert params is not None
+        return [
+            {"prompt": prompt, "aspect_ratio": params["aspect_ratio"], "output_format": "webp", "seed": index}
+            for index, prompt in enumerate(params["prompts"])
+        ]
+
+    generate = CreatePredictionOperator.partial(
+        task_id="generate",
+        model="{{ params.model }}",
+        deferrable=True,
+        poll_interval=2,
+        timeout=datetime.timedelta(minutes=15),
+        retries=1,
+    ).expand(input=build_inputs())
+
+    SavePredictionOutputsOperator.partial(
+        task_id="store",
+        destination=STORAGE_ROOT + "/{{ ds }}",
+        outlets=[DAILY_IMAGES],
+    ).expand(prediction_id=generate.output.map(lambda prediction: prediction["id"]))

@@ -1,0 +1,48 @@
+"""
+Start a prediction without waiting, wait for it with a deferrable sensor, then store it.
+
+Useful when something else starts predictions (another system, an earlier DAG) and this DAG
+only has the id: ``PredictionSensor`` waits in the triggerer and returns the final prediction.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
+from airflow_provider_cometapi.sensors.prediction import PredictionSensor
+
+PREDICTION_ID = "{{ ti.xcom_pull(task_ids='start', key='prediction_id') }}"
+
+# Param storage_root, else the Variable cometapi_storage_root, else /tmp (see cometapi_daily_images).
+STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+
+with DAG(
+    dag_id="cometapi_sensor_pattern",
+    description="Create without waiting, wait with a deferrable sensor, store.",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    tags=["cometapi", "example"],
+    params={"prompt": "an isometric pixel-art city block at night", "storage_root": ""},
+):
+    start = CreatePredictionOperator(
+        task_id="start",
+        model="black-forest-labs/flux-dev",
+        input={"prompt": "{{ params.prompt }}", "num_outputs": 2},
+        wait_for_completion=False,
+    )
+    wait = PredictionSensor(
+        task_id="wait",
+        prediction_id=PREDICTION_ID,
+        deferrable=True,
+        poke_interval=2,
+        timeout=15 * 60,
+    )
+    store = SavePredictionOutputsOperator(
+        task_id="store", prediction_id=PREDICTION_ID, destination=STORAGE_ROOT + "/sensor/{{ ds }}"
+    )
+    start >> wait >> store
