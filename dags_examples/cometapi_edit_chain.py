@@ -52,7 +52,7 @@ with DAG(
     for source in (generate, edit):
         store = SavePredictionOutputsOperator(
             task_id=f"store_{source.task_id}",
-            prediction_id=source.output["id"],
+            prediction_id=f"{{{{ ti.xcom_pull(task_ids='{source.task_id}', key='prediction_id') }}}}",
             destination=STORAGE_ROOT + "/edits/{{ ds }}",
         )
         source >> store
