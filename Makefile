@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+# Test tools, and what the storage tests need: the S3 filesystem and an S3-compatible server.
+TEST_TOOLS := pytest pytest-asyncio pytest-timeout ruff mypy types-requests \
+	"apache-airflow-providers-amazon[s3fs]" "moto[server]"
 
 .PHONY: install test lint typecheck unit demo emulator clean
 
@@ -13,9 +16,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[emulator]" \
-		pytest pytest-asyncio pytest-timeout ruff mypy types-requests
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[emulator]" $(TEST_TOOLS)
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -115,9 +115,12 @@ def test_list_models_and_test_connection(hook):
 
 def test_requests_carry_key_and_user_agent(hook):
     session = hook.get_conn()
-    assert session.headers["Authorization"] == f"Bearer {hook.settings.api_key}"
+    # The key goes with each API call, not on the session, so downloads from file hosts never carry it.
+    assert "Authorization" not in session.headers
+    assert hook.settings.headers["Authorization"] == f"Bearer {hook.settings.api_key}"
     assert session.headers["User-Agent"] == USER_AGENT
-    assert USER_AGENT.startswith("airflow-provider-cometapi/")
+    assert USER_AGENT.startswith("airflow-provider-cometapi/0.")
+    assert "apache-airflow/3." in USER_AGENT
 
 
 # --- Connection ------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""``cometapi-emulator`` / ``python -m airflow_provider_cometapi.emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from airflow_provider_cometapi.emulator.config import API_KEY_ENV, EmulatorConfig, default_api_key
+from airflow_provider_cometapi.emulator.faults import FaultRuleError, parse_rule
+
+READY_PREFIX = "cometapi-emulator listening on "
+
+
+def _fault_arg(text: str) -> Mapping[str, Any]:
+    try:
+        raw = json.loads(text)
+        parse_rule(raw)  # validated here so a bad rule stops the CLI with a clear message
+    except (ValueError, FaultRuleError) as exc:
+        raise argparse.ArgumentTypeError(f"invalid fault rule {text!r}: {exc}") from exc
+    assert isinstance(raw, Mapping)
+    return raw
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cometapi-emulator",
+        description="A local CometAPI-compatible server (Replicate-style image predictions) for demos and tests.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free one (default 8765)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the accepted bearer key (default: ${API_KEY_ENV}, else 'emulator-key')",
+    )
+    p.add_argument("--duration", type=_non_negative, default=3.0, help="seconds from create to terminal (default 3.0)")
+    p.add_argument(
+        "--starting-for",
+        type=_non_negative,
+        default=0.3,
+        help="seconds in 'starting' before 'processing' (default 0.3, capped at --duration)",
+    )
+    p.add_argument(
+        "--output-ttl",
+        type=_non_negative,
+        default=3600.0,
+        help="seconds after completion until outputs expire (default 3600)",
+    )
+    p.add_argument("--image-size", type=int, default=512, help="long side of images in px (default 512)")
+    p.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="install a fault rule at start (same schema as POST /_emulator/faults); repeatable",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default) roughly doubles throughput",
+    )
+    p.add_argument("--no-cancel", action="store_true", help="answer 404 to cancel, as CometAPI may")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started the emulator goes away (used by test harnesses)",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or default_api_key(),
+        duration=args.duration,
+        starting_for=args.starting_for,
+        output_ttl=args.output_ttl,
+        image_size=args.image_size,
+        faults=tuple(args.fault),
+        access_log=args.access_log,
+        cancel_supported=not args.no_cancel,
+    )
+
+
+def _loop_runner(choice: str, parser: argparse.ArgumentParser) -> Callable[[Coroutine[Any, Any, None]], None]:
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                parser.error("--loop uvloop: uvloop is not installed")
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from airflow_provider_cometapi.emulator.server import serve
+
+    def announce(url: str) -> None:
+        # Exactly one line, flushed: harnesses wait for it to learn the bound port.
+        sys.stdout.write(f"{READY_PREFIX}{url}\n")
+        sys.stdout.flush()
+
+    run = _loop_runner(args.loop, parser)
+    try:
+        run(serve(config, announce=announce, exit_with_parent=args.exit_with_parent))
+    except KeyboardInterrupt:  # a SIGINT before the loop installed its handler
+        pass
+    except OSError as exc:
+        print(f"cometapi-emulator: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Settings of the emulator, shared by the CLI, ``create_app`` and the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_API_KEY = "emulator-key"
+API_KEY_ENV = "COMETAPI_EMULATOR_API_KEY"
+
+
+def default_api_key() -> str:
+    """The key the CLI uses when ``--api-key`` is not given."""
+    return os.environ.get(API_KEY_ENV) or DEFAULT_API_KEY
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything that shapes how the emulator answers.
+
+    Times are in seconds. ``faults`` holds rules in the schema of ``POST /_emulator/faults``;
+    they are installed when the application is created.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str = DEFAULT_API_KEY
+    duration: float = 3.0
+    starting_for: float = 0.3
+    output_ttl: float = 3600.0
+    image_size: int = 512
+    faults: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    access_log: bool = False
+    cancel_supported: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
+        if self.duration < 0:
+            raise ValueError("duration must be >= 0")
+        if self.starting_for < 0:
+            raise ValueError("starting_for must be >= 0")
+        if self.output_ttl < 0:
+            raise ValueError("output_ttl must be >= 0")
+        if not 16 <= self.image_size <= 4096:
+            raise ValueError("image_size must be between 16 and 4096")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+
+    @property
+    def effective_starting_for(self) -> float:
+        """``starting_for`` never outlasts the whole prediction."""
+        return min(self.starting_for, self.duration)

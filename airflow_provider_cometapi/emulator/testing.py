@@ -1,0 +1,272 @@
+"""Run the emulator as a subprocess from tests, demos and benchmarks (standard library only).
+
+Typical use::
+
+    with EmulatorProcess(api_key="test-key", duration=0.5) as emu:
+        os.environ["AIRFLOW_CONN_COMETAPI_DEFAULT"] = emu.connection_json()
+        ...
+        assert emu.stats()["creates"] == 1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+READY_PREFIX = "cometapi-emulator listening on "
+
+
+class EmulatorError(RuntimeError):
+    """The emulator did not start, or a control request failed."""
+
+
+class EmulatorProcess:
+    """One ``cometapi-emulator`` subprocess on a free loopback port.
+
+    ``start()`` returns once the server is listening; ``stop()`` ends it by pid (SIGTERM, then
+    SIGKILL after ``stop_timeout``) and is safe to call twice. The child also exits by itself if
+    this process dies, so an interrupted test run leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        duration: float = 0.5,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        *,
+        starting_for: float | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.api_key = api_key
+        self.duration = duration
+        self.starting_for = starting_for
+        self.extra_args = tuple(extra_args)
+        self.env = dict(env) if env is not None else None
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.port: int | None = None
+        self.base_url: str = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "airflow_provider_cometapi.emulator",
+            "--host",
+            self.host,
+            "--port",
+            "0",
+            "--api-key",
+            self.api_key,
+            "--duration",
+            str(self.duration),
+            "--exit-with-parent",
+        ]
+        if self.starting_for is not None:
+            cmd += ["--starting-for", str(self.starting_for)]
+        return cmd + list(self.extra_args)
+
+    def start(self) -> EmulatorProcess:
+        if self._proc is not None:
+            raise EmulatorError("this EmulatorProcess was already started")
+        env = {**os.environ, **self.env} if self.env is not None else None
+        # stderr goes to a file, not a pipe: nobody reads it while the server runs, and a
+        # full pipe would block the child.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the process)
+        self._proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            bufsize=0,
+        )
+        try:
+            line = self._read_ready_line()
+        except BaseException:
+            self.stop()
+            raise
+        url = line[len(READY_PREFIX) :].strip()
+        self.base_url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        return self
+
+    def _read_ready_line(self) -> str:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        out = self._proc.stdout
+        deadline = time.monotonic() + self.startup_timeout
+        buf = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(out, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise EmulatorError(
+                        f"emulator did not report ready within {self.startup_timeout}s{self._stderr_tail()}"
+                    )
+                if not sel.select(timeout=left):
+                    continue
+                chunk = os.read(out.fileno(), 4096)
+                if not chunk:
+                    self._proc.wait(timeout=self.stop_timeout)
+                    raise EmulatorError(
+                        f"emulator exited with code {self._proc.returncode} before it was ready{self._stderr_tail()}"
+                    )
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode("utf-8", "replace")
+        if not line.startswith(READY_PREFIX):
+            raise EmulatorError(f"unexpected first line from the emulator: {line!r}{self._stderr_tail()}")
+        return line
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read()[-4000:].decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return f"; stderr:\n{text}" if text else "; stderr was empty"
+
+    def stderr_text(self) -> str:
+        """Everything the emulator wrote to stderr so far (access log, warnings)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def stop(self) -> int | None:
+        """End the process by pid; returns its exit code (None if it was never started)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._stderr is not None and not self._stderr.closed:
+            # Kept readable for post-mortems until the object goes away.
+            self._stderr.flush()
+        return proc.returncode
+
+    def close(self) -> None:
+        """stop() and release the captured stderr."""
+        self.stop()
+        if self._stderr is not None:
+            self._stderr.close()
+
+    def __enter__(self) -> EmulatorProcess:
+        if self._proc is None:
+            try:
+                self.start()
+            except BaseException:
+                self.close()  # __exit__ will not run: release the stderr file here
+                raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- control routes --------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, body: Any = None) -> Any:
+        if not self.base_url:
+            raise EmulatorError("the emulator is not started")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            raise EmulatorError(f"{method} {path} answered {exc.code}: {detail}") from exc
+
+    def stats(self, detail: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self._control("GET", "/_emulator/stats" + ("" if detail else "?detail=0"))
+        return result
+
+    def add_fault(self, **rule: Any) -> None:
+        """Install one fault rule, e.g. ``add_fault(kind="throttle", route="create", count=2)``."""
+        self._control("POST", "/_emulator/faults", rule)
+
+    def faults(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._control("GET", "/_emulator/faults")["faults"]
+        return result
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "/_emulator/faults")
+
+    def reset(self) -> None:
+        """Forget predictions, statistics and fault rules."""
+        self._control("POST", "/_emulator/reset")
+
+    # -- Airflow connection ----------------------------------------------------------------
+
+    def connection_dict(self) -> dict[str, str]:
+        return {"conn_type": "cometapi", "password": self.api_key, "host": self.base_url}
+
+    def connection_json(self) -> str:
+        """The value for ``AIRFLOW_CONN_COMETAPI_DEFAULT`` (JSON form)."""
+        return json.dumps(self.connection_dict())
+
+    def connection_uri(self) -> str:
+        """The same connection in Airflow's URI form.
+
+        The host (with its scheme and port) is percent-encoded as one piece, so Airflow parses it
+        back to exactly ``base_url`` in ``host``, as the JSON form has it.
+        """
+        password = urllib.parse.quote(self.api_key, safe="")
+        host = urllib.parse.quote(self.base_url, safe="")
+        return f"cometapi://:{password}@{host}"
+
+    def airflow_env(self, conn_id: str = "cometapi_default") -> dict[str, str]:
+        """``{"AIRFLOW_CONN_<ID>": <json>}`` to merge into a process environment."""
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": self.connection_json()}
