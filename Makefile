@@ -8,9 +8,9 @@ AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 # Test tools, and what the storage tests need: the S3 filesystem and an S3-compatible server.
 TEST_TOOLS := pytest pytest-asyncio pytest-timeout ruff mypy types-requests \
-	"apache-airflow-providers-amazon[s3fs]" "moto[server]"
+	"apache-airflow-providers-amazon[s3fs]" "moto[server]" psycopg2-binary asyncpg
 
-.PHONY: install test lint typecheck unit demo emulator clean
+.PHONY: install test lint typecheck unit e2e demo emulator clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ unit: install
 
 test: lint typecheck unit
 
+# A real deployment (PostgreSQL, api-server, scheduler, dag-processor, triggerer) per test module.
+e2e: install
+	$(BIN)/python -m pytest -q -o addopts="" tests/e2e
+
 demo: install
 	$(BIN)/python dags_examples/demo.py
 
@@ -41,4 +45,4 @@ emulator: install
 	$(BIN)/cometapi-emulator --host 127.0.0.1 --port 8765 --api-key local-dev-key
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output .demo

@@ -29,6 +29,8 @@ from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOpe
 DAILY_IMAGES = Asset(name="cometapi_daily_images", uri="cometapi://daily-images")
 
 STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+# The run's date: its logical date, or for a manual run without one, the day it was triggered.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="cometapi_daily_images",
@@ -74,6 +76,6 @@ with DAG(
 
     SavePredictionOutputsOperator.partial(
         task_id="store",
-        destination=STORAGE_ROOT + "/{{ ds }}",
+        destination=STORAGE_ROOT + "/" + DAY,
         outlets=[DAILY_IMAGES],
     ).expand(prediction_id=generate.output.map(lambda prediction: prediction["id"]))

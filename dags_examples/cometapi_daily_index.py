@@ -19,6 +19,8 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 # The same asset and storage root as cometapi_daily_images (an asset is known by its name and URI).
 DAILY_IMAGES = Asset(name="cometapi_daily_images", uri="cometapi://daily-images")
 STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+# The run's date: its logical date, or for a manual run without one, the day it was triggered.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="cometapi_daily_index",
@@ -30,7 +32,7 @@ with DAG(
     params={"storage_root": ""},
 ):
 
-    @task(templates_dict={"folder": STORAGE_ROOT + "/{{ ds }}"})
+    @task(templates_dict={"folder": STORAGE_ROOT + "/" + DAY})
     def write_index(templates_dict: dict[str, Any] | None = None, **context: Any) -> str:
         entries = [
             event.extra

@@ -16,6 +16,8 @@ from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOpe
 
 # Param storage_root, else the Variable cometapi_storage_root, else /tmp (see cometapi_daily_images).
 STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+# The run's date: its logical date, or for a manual run without one, the day it was triggered.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="cometapi_edit_chain",
@@ -53,7 +55,7 @@ with DAG(
         store = SavePredictionOutputsOperator(
             task_id=f"store_{source.task_id}",
             prediction_id=f"{{{{ ti.xcom_pull(task_ids='{source.task_id}', key='prediction_id') }}}}",
-            destination=STORAGE_ROOT + "/edits/{{ ds }}",
+            destination=STORAGE_ROOT + "/edits/" + DAY,
         )
         source >> store
     generate >> edit

@@ -19,6 +19,8 @@ PREDICTION_ID = "{{ ti.xcom_pull(task_ids='start', key='prediction_id') }}"
 
 # Param storage_root, else the Variable cometapi_storage_root, else /tmp (see cometapi_daily_images).
 STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
+# The run's date: its logical date, or for a manual run without one, the day it was triggered.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="cometapi_sensor_pattern",
@@ -43,6 +45,6 @@ with DAG(
         timeout=15 * 60,
     )
     store = SavePredictionOutputsOperator(
-        task_id="store", prediction_id=PREDICTION_ID, destination=STORAGE_ROOT + "/sensor/{{ ds }}"
+        task_id="store", prediction_id=PREDICTION_ID, destination=STORAGE_ROOT + "/sensor/" + DAY
     )
     start >> wait >> store

@@ -121,3 +121,18 @@ def test_sensor_fails_at_once_on_a_failed_prediction(run_dag, cometapi_conn, cap
 def test_sensor_soft_fail_skips_on_timeout(run_dag, cometapi_conn):
     result = run_dag("t_sensor_soft_fail")
     assert result.task_states[("sense", -1)] == SKIPPED
+
+
+def test_prediction_link_from_the_connection_template(run_dag, cometapi_conn, monkeypatch):
+    from tests.fixtures import set_connection
+
+    template = "https://dashboard.example/predictions/{prediction_id}"
+    set_connection(monkeypatch, {**cometapi_conn.connection_dict(), "extra": {"prediction_url_template": template}})
+    result = run_dag("t_no_wait")
+    prediction_id = result.xcom("generate", key="prediction_id")
+    assert result.xcom("generate", key="_link_PredictionLink") == template.format(prediction_id=prediction_id)
+
+
+def test_no_link_without_a_template(run_dag, cometapi_conn):
+    result = run_dag("t_no_wait")
+    assert result.xcom("generate", key="_link_PredictionLink") == ""

@@ -1,0 +1,32 @@
+"""DAGs the end-to-end tier runs in a real deployment (scheduler, triggerer, LocalExecutor)."""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.sensors.prediction import PredictionSensor
+
+with DAG(
+    "e2e_create_then_sense",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+):
+    create = CreatePredictionOperator(
+        task_id="create",
+        model="black-forest-labs/flux-schnell",
+        input={"prompt": "a deferred lighthouse"},
+        deferrable=True,
+        poll_interval=1,
+    )
+    sense = PredictionSensor(
+        task_id="sense",
+        prediction_id="{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}",
+        deferrable=True,
+        poke_interval=1,
+        timeout=300,
+    )
+    create >> sense
