@@ -26,6 +26,8 @@ def stack(tmp_path_factory, e2e_emulator):
     env = {
         **e2e_emulator.airflow_env(),
         "AIRFLOW_VAR_COMETAPI_STORAGE_ROOT": (home / "images").as_uri(),
+        # Two worker slots: deferred predictions must not need more.
+        "AIRFLOW__CORE__PARALLELISM": "2",
     }
     with AirflowStack(home, [REPO / "dags_examples", REPO / "tests" / "e2e" / "dags"], env=env) as running:
         yield running

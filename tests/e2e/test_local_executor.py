@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def test_deferrable_create_then_deferrable_sensor(stack, emulator):
     seen: dict[str, set[str]] = {}
@@ -44,3 +46,51 @@ def test_sensor_pattern_defers_the_sensor(stack, emulator):
     assert state == "success", (seen, stack.task_log("cometapi_sensor_pattern", run_id, "store"))
     assert "deferred" in seen["wait[-1]"]
     assert emulator.stats(detail=False)["creates"] == 1
+
+
+def wait_for_state(stack, dag_id, run_id, task_id, state, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(dag_id, run_id)}
+        if states.get(task_id) == state:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{task_id} never reached {state}")
+
+
+def test_deferred_predictions_hold_no_worker_slot(stack, emulator):
+    started = time.monotonic()
+    run_id = stack.trigger("e2e_slots")
+    assert stack.wait_for_run("e2e_slots", run_id, timeout=240) == "success"
+    elapsed = time.monotonic() - started
+    print(f"10 predictions of 10 s on 2 worker slots, deferred: {elapsed:.1f} s")
+    assert emulator.stats(detail=False)["creates"] == 10
+    # Holding slots would take five rounds of 10 s (50 s) plus overhead.
+    assert elapsed < 50
+
+
+def test_triggerer_restart_neither_recreates_nor_cancels(stack, emulator):
+    run_id = stack.trigger("e2e_long")
+    wait_for_state(stack, "e2e_long", run_id, "generate", "deferred")
+    time.sleep(2)
+    triggerer = next(name for name in stack.processes if name.startswith("triggerer"))
+    stack.stop_component(triggerer)
+    stack.start_component("triggerer", name="triggerer-restarted")
+    assert stack.wait_for_run("e2e_long", run_id, timeout=180) == "success"
+    stats = emulator.stats(detail=False)
+    assert stats["creates"] == 1
+    assert stats["cancels"] == 0
+
+
+def test_user_marking_a_deferred_task_failed_cancels_the_prediction(stack, emulator):
+    run_id = stack.trigger("e2e_long")
+    wait_for_state(stack, "e2e_long", run_id, "generate", "deferred")
+    time.sleep(2)
+    stack.api("PATCH", f"dags/e2e_long/dagRuns/{run_id}/taskInstances/generate", json={"new_state": "failed"})
+    deadline = time.monotonic() + 60
+    while emulator.stats(detail=False)["cancels"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stats = emulator.stats()
+    assert stats["cancels"] == 1
+    (prediction,) = stats["predictions"].values()
+    assert prediction["status"] == "canceled"

@@ -30,3 +30,29 @@ with DAG(
         timeout=300,
     )
     create >> sense
+
+with DAG(
+    "e2e_slots",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="Ten 10-second predictions, deferred: two worker slots are enough to run them at once.",
+):
+    CreatePredictionOperator.partial(
+        task_id="generate", model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=2
+    ).expand(input=[{"prompt": f"slot test {i}", "_emulator": {"duration": 10}} for i in range(10)])
+
+with DAG(
+    "e2e_long",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="One 20-second prediction, for triggerer restarts and user kills.",
+):
+    CreatePredictionOperator(
+        task_id="generate",
+        model="black-forest-labs/flux-schnell",
+        input={"prompt": "a long one", "_emulator": {"duration": 20}},
+        deferrable=True,
+        poll_interval=1,
+    )
