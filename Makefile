@@ -6,9 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
-# Test tools, and what the storage tests need: the S3 filesystem and an S3-compatible server.
+# Test tools; the S3 filesystem and an S3-compatible server (storage tests); PostgreSQL drivers
+# and Celery for the end-to-end tier (celery 5.7 breaks the Celery provider's result backend).
 TEST_TOOLS := pytest pytest-asyncio pytest-timeout ruff mypy types-requests \
-	"apache-airflow-providers-amazon[s3fs]" "moto[server]" psycopg2-binary asyncpg
+	"apache-airflow-providers-amazon[s3fs]" "moto[server]" psycopg2-binary asyncpg \
+	apache-airflow-providers-celery "celery[redis]<5.7"
 
 .PHONY: install test lint typecheck unit e2e demo emulator clean
 

@@ -56,3 +56,14 @@ with DAG(
         deferrable=True,
         poll_interval=1,
     )
+
+with DAG(
+    "e2e_celery_batch",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="Twenty mapped predictions for the distributed (Celery, two triggerers) test.",
+):
+    CreatePredictionOperator.partial(
+        task_id="generate", model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=2
+    ).expand(input=[{"prompt": f"distributed {i}"} for i in range(20)])
