@@ -58,10 +58,6 @@ class PredictionWatch:
     failed_polls: int = 0
     polls: int = field(default=0, repr=False)
 
-    @property
-    def expired(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
-
     def observe(self, prediction: Prediction) -> dict[str, Any] | None:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
         self.polls += 1
@@ -99,7 +95,7 @@ class PredictionWatch:
     def next_delay(self) -> float | None:
         """Seconds to sleep before the next poll, or ``None`` when the deadline has passed."""
         interval = self.poll_interval
-        if self.polls <= 1:
+        if self.polls <= 1 and self.failed_polls == 0:
             # Spread the first sleep so that many waits started together do not poll in lockstep.
             interval *= random.uniform(0.5, 1.0)
         if self.deadline is None:
@@ -136,37 +132,44 @@ def error_event(prediction_id: str, message: str) -> dict[str, Any]:
 
 
 def wait_for_prediction(hook: CometAPIHook, watch: PredictionWatch) -> dict[str, Any]:
-    """Poll on the worker (blocking) until the prediction ends or the deadline passes."""
+    """
+    Poll on the worker (blocking) until the prediction ends or the deadline passes.
+
+    Every caller has just seen the prediction (the create answer, a sensor's first poke), so the
+    loop sleeps before its first poll.
+    """
     while True:
-        if watch.expired:
+        delay = watch.next_delay()
+        if delay is None:
             return watch.timed_out()
+        time.sleep(delay)
         try:
             event = watch.observe(hook.get_prediction(watch.prediction_id))
         except CometAPIError as error:
             event = watch.poll_failed(error)
         if event is not None:
             return event
-        delay = watch.next_delay()
-        if delay is None:
-            return watch.timed_out()
-        time.sleep(delay)
 
 
 async def await_prediction(hook: CometAPIHook, watch: PredictionWatch) -> dict[str, Any]:
-    """The same loop as :func:`wait_for_prediction`, for the triggerer's event loop."""
+    """
+    The same loop as :func:`wait_for_prediction`, for the triggerer's event loop.
+
+    Sleeping first also keeps a trigger from firing the instant its task deferred, before the
+    executor has reported the deferral: Airflow 3.3 can then mark the resumed task failed
+    ("state changed externally", apache/airflow#72716).
+    """
     while True:
-        if watch.expired:
+        delay = watch.next_delay()
+        if delay is None:
             return watch.timed_out()
+        await asyncio.sleep(delay)
         try:
             event = watch.observe(await hook.aget_prediction(watch.prediction_id))
         except CometAPIError as error:
             event = watch.poll_failed(error)
         if event is not None:
             return event
-        delay = watch.next_delay()
-        if delay is None:
-            return watch.timed_out()
-        await asyncio.sleep(delay)
 
 
 def resolve_event(event: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def e2e_emulator():
-    with EmulatorProcess(api_key="e2e-secret-key-4f1c2a", duration=5.0) as emulator:
+    # Predictions last longer than a task takes to defer, as real FLUX ones do under load.
+    with EmulatorProcess(api_key="e2e-secret-key-4f1c2a", duration=12.0) as emulator:
         yield emulator
 
 
