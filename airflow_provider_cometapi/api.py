@@ -71,7 +71,8 @@ class ApiRequest:
         return self.method == "GET"
 
     def describe(self) -> str:
-        return f"{self.method} {self.path}"
+        # Without the query string: a signed file URL must not end up in logs.
+        return f"{self.method} {self.path.split('?', 1)[0]}"
 
 
 def api_url(base_url: str, path: str) -> str:
@@ -129,7 +130,7 @@ def list_models_request() -> ApiRequest:
 
 def download_request(url: str) -> ApiRequest:
     """Fetching an output file; ``path`` is the file's absolute URL (it is on a file host)."""
-    return ApiRequest("GET", url, Operation.DOWNLOAD, url)
+    return ApiRequest("GET", url, Operation.DOWNLOAD, url.split("?", 1)[0])
 
 
 def same_origin(url: str, base_url: str) -> bool:
@@ -149,9 +150,14 @@ def read_response(request: ApiRequest, status: int, headers: Mapping[str, str], 
     payload, parse_error = _parse_json(body)
     if 200 <= status < 300:
         if parse_error is not None:
+            advice = (
+                "The prediction may have been created: check before running the task again."
+                if request.operation is Operation.CREATE
+                else "This is a gateway fault; retry later."
+            )
             raise GatewayResponseError(
                 f"CometAPI answered {request.describe()} with HTTP {status} but the body is not valid JSON "
-                f"({parse_error}; starts with {_snippet(body)!r}). This is a gateway fault; retry later.",
+                f"({parse_error}; starts with {_snippet(body)!r}). {advice}",
                 status_code=status,
             )
         return payload
@@ -170,6 +176,12 @@ def error_for_status(
     """Map an HTTP error answer, in either error envelope or none, to the provider's error."""
     detail = _error_detail(payload) or _snippet(body)
     what = f"{request.describe()} failed with HTTP {status}: {detail}"
+    if request.operation is Operation.DOWNLOAD and status in (401, 403, 404, 410):
+        return OutputExpiredError(
+            f"The output file {request.subject} is gone (HTTP {status}): output files expire about an hour "
+            "after the prediction finishes. Store outputs in the same DAG run that creates them, right after "
+            "the prediction (SavePredictionOutputsOperator downstream of CreatePredictionOperator)."
+        )
     if status in (401, 403):
         return AuthenticationError(
             f"CometAPI rejected the API key ({what}). Set a valid key as the password ('API key') "
@@ -183,12 +195,6 @@ def error_for_status(
             f"connection {conn_id!r}, then clear the task.",
             status_code=status,
             detail=detail,
-        )
-    if request.operation is Operation.DOWNLOAD and status in (403, 404, 410):
-        return OutputExpiredError(
-            f"The output file {request.subject} is gone (HTTP {status}): output files expire about an hour "
-            "after the prediction finishes. Store outputs in the same DAG run that creates them, right after "
-            "the prediction (SavePredictionOutputsOperator downstream of CreatePredictionOperator)."
         )
     if status == 404:
         if request.operation is Operation.CREATE:

@@ -103,25 +103,33 @@ class Prediction:
         Return the complete log lines written since ``seen_chars`` and the new offset.
 
         Logs only grow, so a poller keeps one integer instead of the whole log. A trailing
-        partial line is left for the next poll; a shorter log (rewritten) starts over.
+        partial line is left for the next poll, unless the prediction has ended; a shorter log
+        (rewritten) starts over.
         """
         if len(self.logs) < seen_chars:
             seen_chars = 0
-        end = self.logs.rfind("\n", seen_chars) + 1
+        end = len(self.logs) if self.is_terminal else self.logs.rfind("\n", seen_chars) + 1
         if end <= seen_chars:
             return [], seen_chars
         lines = [line.rstrip("\r") for line in self.logs[seen_chars:end].splitlines()]
         return [line for line in lines if line.strip()], end
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def has_inline_outputs(self) -> bool:
+        """True when some output is a ``data:`` URI (the whole file inline, possibly megabytes)."""
+        return any(url.startswith("data:") for url in self.output)
+
+    def to_dict(self, *, shorten_outputs: bool = False) -> dict[str, Any]:
         """
         The prediction as a small JSON dict for XCom and trigger events.
 
         Every API field is kept, except the logs (streamed to the task log already), with
-        ``output`` as a list and ``data:`` URIs in ``input`` shortened to a preview.
+        ``output`` as a list and ``data:`` URIs in ``input`` shortened to a preview; with
+        ``shorten_outputs``, ``data:`` outputs too (a trigger event must stay small).
         """
         result = {key: value for key, value in self.raw.items() if key not in _BULKY_FIELDS}
-        result.update(id=self.id, status=self.status, output=list(self.output), error=self.error)
+        output = [_preview(url) for url in self.output] if shorten_outputs else list(self.output)
+        result.update(id=self.id, status=self.status, output=output, error=self.error)
         if isinstance(result.get("input"), Mapping):
             result["input"] = {key: _preview(value) for key, value in result["input"].items()}
         return result
@@ -219,7 +227,8 @@ def validate_input(model: ModelId, model_input: Any) -> dict[str, Any]:
         problems.append({"field": f"input.{name}", "description": description})
 
     prompt = checked.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    # Redux models vary an image (redux_image) and take no prompt.
+    if "redux" not in model.name and (not isinstance(prompt, str) or not prompt.strip()):
         bad("prompt", "a non-empty text prompt is required")
     ratios = ASPECT_RATIOS + (("match_input_image",) if "kontext" in model.name else ())
     if "aspect_ratio" in checked and checked["aspect_ratio"] not in ratios:

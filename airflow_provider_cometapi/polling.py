@@ -58,6 +58,10 @@ class PredictionWatch:
     failed_polls: int = 0
     polls: int = field(default=0, repr=False)
 
+    def __post_init__(self) -> None:
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {self.poll_interval!r}.")
+
     def observe(self, prediction: Prediction) -> dict[str, Any] | None:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
         self.polls += 1
@@ -122,7 +126,9 @@ def outcome_event(prediction: Prediction) -> dict[str, Any]:
     return {
         "status": prediction.status,
         "prediction_id": prediction.id,
-        "prediction": prediction.to_dict(),
+        # Inline (data:) outputs are left out of the event; the task fetches them when it resumes.
+        "prediction": prediction.to_dict(shorten_outputs=True),
+        "outputs_shortened": prediction.has_inline_outputs,
         "message": message,
     }
 
@@ -172,12 +178,13 @@ async def await_prediction(hook: CometAPIHook, watch: PredictionWatch) -> dict[s
             return event
 
 
-def resolve_event(event: Any) -> dict[str, Any]:
+def resolve_event(event: Any, hook: CometAPIHook) -> dict[str, Any]:
     """
     The task's result for an event: the final prediction dict, or the matching error raised.
 
     Everything is read from the event, never from the task object, because a task resumed
-    after deferral is a fresh object.
+    after deferral is a fresh object. Only outputs left out of the event (``data:`` URIs) are
+    fetched again with ``hook``.
     """
     if not isinstance(event, Mapping) or event.get("status") not in EVENT_STATUSES:
         raise CometAPIError(
@@ -187,6 +194,8 @@ def resolve_event(event: Any) -> dict[str, Any]:
     status, prediction_id = event["status"], str(event.get("prediction_id") or "?")
     message = str(event.get("message") or f"Prediction {prediction_id} ended {status}.")
     if status == "succeeded":
+        if event.get("outputs_shortened"):
+            return hook.get_prediction(prediction_id).to_dict()
         prediction = event.get("prediction")
         if not isinstance(prediction, Mapping):
             raise CometAPIError(f"The event for prediction {prediction_id} carries no prediction: {event!r}.")

@@ -2,9 +2,10 @@
 Runs whenever ``cometapi_daily_images`` stores new images: writes an ``index.html`` gallery
 (and ``index.json``) beside them, from the asset events' metadata.
 
-This is the "next pipeline picks them up" side: it needs no CometAPI call, only what the
-storage task attached to its asset events (stored URIs, prompt, model, prediction id). Run by
-hand, with no triggering events, it indexes the folder of its logical date instead.
+This is the "next pipeline picks them up" side: it needs no CometAPI call. The asset events
+(stored URIs, prompt, model, prediction id) say which folder got new images, and the JSON
+sidecars there describe every image of the day. Run by hand, with no triggering events, it
+indexes the folder of its run's date.
 """
 
 from __future__ import annotations
@@ -34,31 +35,36 @@ with DAG(
 
     @task(templates_dict={"folder": STORAGE_ROOT + "/" + DAY})
     def write_index(templates_dict: dict[str, Any] | None = None, **context: Any) -> str:
-        entries = [
-            event.extra
+        # The events say where the new images are; the sidecars of that folder are the index,
+        # so an index run that sees only some of the day's events still lists every image.
+        stored = [
+            uri
             for events in context["triggering_asset_events"].values()
             for event in events
-            if event.extra.get("uris")
+            for uri in event.extra.get("uris", [])
         ]
-        folder = ObjectStoragePath(entries[0]["uris"][0]).parent if entries else None
-        if folder is None:
-            assert templates_dict is not None
-            folder = ObjectStoragePath(templates_dict["folder"])
-            entries = [json.loads(sidecar.read_text()) for sidecar in sorted(folder.glob("*.json"))]
-            entries = [
-                {"prediction_id": e["id"], "model": e["model"], "prompt": e["input"].get("prompt"), "uris": e["stored"]}
-                for e in entries
-                if "stored" in e
-            ]
+        assert templates_dict is not None
+        folder = ObjectStoragePath(stored[0]).parent if stored else ObjectStoragePath(templates_dict["folder"])
+        entries = []
+        for sidecar in sorted(folder.glob("*.json")):
+            metadata = json.loads(sidecar.read_text())
+            if "stored" in metadata:
+                entries.append(
+                    {
+                        "prediction_id": metadata["id"],
+                        "model": metadata.get("model"),
+                        "prompt": (metadata.get("input") or {}).get("prompt"),
+                        "uris": metadata["stored"],
+                    }
+                )
         cards = "\n".join(
             f'<figure><img src="{html.escape(uri.rsplit("/", 1)[-1])}" width="256">'
-            f"<figcaption>{html.escape(str(entry.get('prompt')))}</figcaption></figure>"
+            f"<figcaption>{html.escape(str(entry['prompt']))}</figcaption></figure>"
             for entry in entries
             for uri in entry["uris"]
         )
-        (folder / "index.html").write_text(
-            f"<!doctype html><title>CometAPI images</title><h1>{len(entries)} predictions</h1>\n{cards}\n"
-        )
+        page = f"<!doctype html><title>CometAPI images</title><h1>{len(entries)} predictions</h1>\n{cards}\n"
+        (folder / "index.html").write_text(page)
         (folder / "index.json").write_text(json.dumps(entries, indent=2))
         print(f"Indexed {len(entries)} predictions in {folder / 'index.html'}")
         return str(folder / "index.html")

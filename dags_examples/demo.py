@@ -89,9 +89,12 @@ def main() -> int:
             )
             succeeded = code == 0 and "state=success" in index_output
     finally:
-        stats = emulator.stats(detail=False) if emulator else None
+        stats = None
         if emulator:
-            emulator.stop()
+            try:
+                stats = emulator.stats(detail=False)
+            finally:
+                emulator.stop()
     folder = OUTPUT / today
     images = (
         sorted(p for p in folder.glob("*") if p.suffix.lower() in {".webp", ".png", ".jpg"}) if folder.exists() else []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import requests
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
 
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
-_LOOPBACK_HOSTS = ("localhost", "127.", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class CometAPISettings:
             connect_timeout=_positive_float(
                 extra.get("connect_timeout"), DEFAULT_CONNECT_TIMEOUT, "connect_timeout", conn.conn_id
             ),
-            max_retries=int(extra["max_retries"]) if extra.get("max_retries") not in (None, "") else None,
+            max_retries=_retries(extra.get("max_retries"), conn.conn_id),
             prediction_url_template=extra.get("prediction_url_template") or None,
         )
 
@@ -101,13 +102,21 @@ def base_url_of(host: str | None, port: int | None = None) -> str:
     if not host:
         return DEFAULT_BASE_URL
     if "://" not in host:
-        scheme = "http" if host.startswith(_LOOPBACK_HOSTS) else "https"
+        scheme = "http" if _is_loopback(urlsplit(f"//{host}").hostname) else "https"
         host = f"{scheme}://{host}"
-    if port and host.count(":") < 2:  # no port in 'scheme://host' yet
-        scheme, _, rest = host.partition("://")
-        netloc, slash, path = rest.partition("/")
-        host = f"{scheme}://{netloc}:{port}{slash}{path}"
+    parts = urlsplit(host)
+    if port and parts.port is None:
+        host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
     return host
+
+
+def _is_loopback(hostname: str | None) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_float(value: Any, default: float, name: str, conn_id: str) -> float:
@@ -122,6 +131,21 @@ def _positive_float(value: Any, default: float, name: str, conn_id: str) -> floa
             f"The extra field {name!r} of connection {conn_id!r} must be a positive number of seconds, got {value!r}."
         )
     return number
+
+
+def _retries(value: Any, conn_id: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        retries = int(value)
+    except (TypeError, ValueError):
+        retries = -1
+    if not 0 <= retries <= 10:
+        raise CometAPIConfigurationError(
+            f"The extra field 'max_retries' of connection {conn_id!r} must be a whole number from 0 to 10, "
+            f"got {value!r}."
+        )
+    return retries
 
 
 def _airflow_version() -> str:

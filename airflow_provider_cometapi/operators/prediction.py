@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_cometapi.exceptions import PredictionTimeoutError
+from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY, PredictionLink
 from airflow_provider_cometapi.polling import PredictionWatch, resolve_event, wait_for_prediction
@@ -82,6 +82,8 @@ class CreatePredictionOperator(BaseOperator):
         self.cometapi_conn_id = cometapi_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
+        if not float(poll_interval) > 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}.")
         self.poll_interval = float(poll_interval)
         self.timeout = seconds(timeout)
         self.prefer_wait = prefer_wait
@@ -127,27 +129,43 @@ class CreatePredictionOperator(BaseOperator):
 
     def _complete(self, event: Any) -> dict[str, Any]:
         try:
-            prediction = resolve_event(event)
+            prediction = resolve_event(event, self.hook)
         except PredictionTimeoutError as timeout:
-            self._cancel(timeout.prediction_id)
+            cancelled = self._cancel(timeout.prediction_id)
             raise PredictionTimeoutError(
-                f"{timeout} Gave up after {self.timeout:g}s and asked CometAPI to cancel it. Raise the "
-                "operator's `timeout` if the model needs longer.",
+                f"{timeout} Gave up after {self.timeout:g}s and "
+                f"{'cancelled it' if cancelled else 'could not cancel it (it may still run and be billed)'}. "
+                "Raise the operator's `timeout` if the model needs longer.",
                 prediction_id=timeout.prediction_id,
             ) from None
+        except PredictionFailedError:
+            raise
+        except CometAPIError:
+            # Waiting broke (persistent API failure): the prediction may still be running, and a
+            # task retry would pay for a second one.
+            if isinstance(event, dict):
+                self._cancel(event.get("prediction_id"))
+            raise
         self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
         return prediction
 
-    def _cancel(self, prediction_id: str | None) -> None:
-        """Best effort and at most once: a failed cancel must not hide why the task ended."""
+    def _cancel(self, prediction_id: str | None) -> bool:
+        """
+        Best effort and at most once: a failed cancel must not hide why the task ended.
+
+        Returns whether CometAPI accepted the cancel.
+        """
         if not prediction_id or self._cancelled:
-            return
+            return False
         self._cancelled = True
         try:
-            self.hook.cancel_prediction(prediction_id)
-            self.log.info("Asked CometAPI to cancel prediction %s.", prediction_id)
+            accepted = self.hook.cancel_prediction(prediction_id) is not None
         except Exception as error:
             self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
+            return False
+        if accepted:
+            self.log.info("Cancelled prediction %s.", prediction_id)
+        return accepted
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:

@@ -89,6 +89,8 @@ class SavePredictionOutputsOperator(BaseOperator):
                 f"Prediction {prediction.id} is {prediction.status}, not succeeded: there is nothing to store. "
                 "Run this task after CreatePredictionOperator (waiting) or PredictionSensor."
             )
+        if not prediction.output and not prediction.data_removed:
+            raise CometAPIError(f"Prediction {prediction.id} succeeded but has no output to store.")
         if prediction.data_removed or not prediction.output:
             raise OutputExpiredError(
                 f"The outputs of prediction {prediction.id} have expired (data_removed): output files are kept "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -73,7 +74,14 @@ class PredictionSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         # One look first: a prediction that already ended needs no trigger.
-        done = self.poke(context)
+        try:
+            done = self.poke(context)
+        except (AirflowFailException, AirflowSensorTimeout) as error:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {error}"
+                ) from error
+            raise
         if done.is_done:
             return done.xcom_value
         self.defer(
@@ -103,7 +111,7 @@ class PredictionSensor(BaseSensorOperator):
 
     def _result(self, event: Any) -> dict[str, Any]:
         try:
-            return resolve_event(event)
+            return resolve_event(event, self.hook)
         except PredictionTimeoutError as error:
             raise AirflowSensorTimeout(str(error)) from error
         except PredictionFailedError as error:

@@ -93,7 +93,7 @@ def test_timeout_cancels_the_prediction_and_says_so(run_dag, cometapi_conn, capf
     assert result.state == FAILED
     log = capfd.readouterr().out
     assert "did not finish before the deadline" in log
-    assert "asked CometAPI to cancel it" in log
+    assert "and cancelled it" in log
     emulator = stats(cometapi_conn)
     assert emulator["cancels"] == 1
     (recorded,) = emulator["predictions"].values()

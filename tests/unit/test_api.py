@@ -159,3 +159,14 @@ def test_json_5xx_is_a_server_error():
 def test_other_4xx_is_a_plain_http_error():
     with pytest.raises(CometAPIHTTPError, match="HTTP 409"):
         answer(GET, 409, {"detail": "conflict"})
+
+
+def test_signed_file_urls_lose_their_query_in_messages():
+    from airflow_provider_cometapi.api import download_request
+    from airflow_provider_cometapi.exceptions import OutputExpiredError
+
+    request = download_request("https://files.example/out-0.png?X-Amz-Signature=secret123")
+    assert "secret123" not in request.describe()
+    with pytest.raises(OutputExpiredError) as info:
+        answer(request, 403, b"<html>AccessDenied</html>")
+    assert "secret123" not in str(info.value)

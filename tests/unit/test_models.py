@@ -156,3 +156,23 @@ def test_missing_prompt_and_non_mapping_input():
 def test_other_models_are_not_checked():
     other = ModelId.parse("stability-ai/sdxl")
     assert validate_input(other, {"width": 5000}) == {"width": 5000}
+
+
+def test_the_last_line_without_newline_is_flushed_when_the_prediction_ends():
+    running = Prediction.from_api({"id": "p", "status": "processing", "logs": "a\nfinal words"})
+    assert running.new_log_lines(0) == (["a"], 2)
+    done = Prediction.from_api({"id": "p", "status": "failed", "logs": "a\nfinal words"})
+    assert done.new_log_lines(2) == (["final words"], len("a\nfinal words"))
+
+
+def test_redux_models_need_no_prompt():
+    redux = ModelId.parse("black-forest-labs/flux-redux-schnell")
+    assert validate_input(redux, {"redux_image": "https://x/in.png"}) == {"redux_image": "https://x/in.png"}
+
+
+def test_to_dict_can_shorten_inline_outputs():
+    inline = "data:image/png;base64," + "A" * 5000
+    prediction = Prediction.from_api({"id": "p", "status": "succeeded", "output": [inline]})
+    assert prediction.has_inline_outputs
+    assert prediction.to_dict()["output"] == [inline]
+    assert len(prediction.to_dict(shorten_outputs=True)["output"][0]) < 100

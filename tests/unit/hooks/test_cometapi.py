@@ -150,6 +150,9 @@ def test_connection_uri_with_bare_loopback_host_and_port(emulator, monkeypatch):
         ("localhost", 8765, "http://localhost:8765"),
         ("http://127.0.0.1", 9000, "http://127.0.0.1:9000"),
         ("http://127.0.0.1:9000", 9000, "http://127.0.0.1:9000"),
+        ("localhost.corp.example.com", None, "https://localhost.corp.example.com"),
+        ("127.example.net", None, "https://127.example.net"),
+        ("[::1]", 8765, "http://[::1]:8765"),
     ],
 )
 def test_base_url_of(host, port, expected):
@@ -167,6 +170,14 @@ def test_empty_key_is_refused_before_any_request(emulator, monkeypatch):
     with pytest.raises(CometAPIConfigurationError, match="no API key"):
         CometAPIHook().create_prediction(SCHNELL, PROMPT)
     assert emulator.stats(detail=False)["requests"] == 0
+
+
+@pytest.mark.parametrize("value", ["many", -1, 99])
+def test_bad_max_retries_fails_the_test_button_cleanly(emulator, monkeypatch, value):
+    set_connection(monkeypatch, {**emulator.connection_dict(), "extra": {"max_retries": value}})
+    ok, message = CometAPIHook().test_connection()
+    assert not ok
+    assert "'max_retries'" in message
 
 
 def test_bad_timeout_extra_is_a_clear_error(emulator, monkeypatch):

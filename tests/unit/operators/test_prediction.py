@@ -109,7 +109,7 @@ def test_complete_timeout_cancels_and_says_so(cometapi_conn, context):
     prediction_id = op.execute(context)["id"]
     event = {"status": "timeout", "prediction_id": prediction_id, "prediction": None, "message": "late"}
     fresh = operator(timeout=5)  # a resumed task is a fresh object
-    with pytest.raises(PredictionTimeoutError, match="cancel it"):
+    with pytest.raises(PredictionTimeoutError, match="and cancelled it"):
         fresh.execute_complete({}, event)
     assert cometapi_conn.stats()["predictions"][prediction_id]["status"] == "canceled"
 
@@ -143,3 +143,48 @@ def test_template_fields_and_defaults():
     assert op.template_fields == ("model", "input")
     assert op.deferrable is False  # [operators] default_deferrable is False unless configured
     assert op.timeout == 3600
+
+
+def test_inline_outputs_stay_out_of_the_event_and_are_fetched_on_resume(cometapi_conn, context):
+    import asyncio
+
+    op = operator(wait_for_completion=False, input={"prompt": "x", "_emulator": {"data_uri": True, "duration": 0.2}})
+    prediction_id = op.execute(context)["id"]
+    event = asyncio.run(_first_event(PredictionTrigger(prediction_id, poll_interval=0.1)))
+    assert event["outputs_shortened"] is True
+    assert len(event["prediction"]["output"][0]) < 100
+    result = operator().execute_complete({}, event)
+    assert result["output"][0].startswith("data:image/webp;base64,")
+    assert len(result["output"][0]) > 1000
+
+
+async def _first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+
+
+def test_timeout_message_says_when_cancel_is_not_supported(monkeypatch, context):
+    from airflow_provider_cometapi.emulator import EmulatorProcess
+    from tests.fixtures import set_connection
+
+    with EmulatorProcess(extra_args=["--no-cancel"]) as emulator:
+        set_connection(monkeypatch, emulator.connection_dict())
+        op = operator(wait_for_completion=False, input={"prompt": "x", "_emulator": {"outcome": "never"}})
+        prediction_id = op.execute(context)["id"]
+        event = {"status": "timeout", "prediction_id": prediction_id, "prediction": None, "message": "late"}
+        with pytest.raises(PredictionTimeoutError, match="could not cancel it"):
+            operator().execute_complete({}, event)
+
+
+def test_error_event_cancels_the_prediction(cometapi_conn, context):
+    op = operator(wait_for_completion=False, input={"prompt": "x", "_emulator": {"outcome": "never"}})
+    prediction_id = op.execute(context)["id"]
+    with pytest.raises(CometAPIError, match="gateway down"):
+        operator().execute_complete({}, {"status": "error", "prediction_id": prediction_id, "message": "gateway down"})
+    assert cometapi_conn.stats()["predictions"][prediction_id]["status"] == "canceled"
+
+
+@pytest.mark.parametrize("interval", [0, -1])
+def test_poll_interval_must_be_positive(interval):
+    with pytest.raises(ValueError, match="poll_interval"):
+        operator(poll_interval=interval)

@@ -176,3 +176,10 @@ def test_the_key_is_never_sent_to_another_file_host(cometapi_conn, file_host, tm
     (headers,) = _RecordingFileHost.seen_headers
     assert "Authorization" not in headers
     assert cometapi_conn.api_key not in json.dumps(headers)
+
+
+def test_file_host_403_means_expired_not_a_bad_key(cometapi_conn, tmp_path):
+    prediction_id = finished()
+    cometapi_conn.add_fault(kind="error", route="files", status=403, envelope="html", count=-1)
+    with pytest.raises(OutputExpiredError, match="HTTP 403"):
+        save(prediction_id, tmp_path.as_uri())

@@ -64,3 +64,12 @@ def test_execute_complete_branches():
         sense.execute_complete({}, {"status": "timeout", "prediction_id": "p1", "message": "late"})
     with pytest.raises(AirflowFailException, match="boom"):
         sense.execute_complete({}, {"status": "aborted", "prediction_id": "p1", "message": "boom"})
+
+
+def test_deferrable_soft_fail_skips_an_already_failed_prediction(cometapi_conn):
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    prediction_id = create(outcome="failed", error="emulated", duration=0)
+    time.sleep(0.1)
+    with pytest.raises(AirflowSkipException, match="emulated"):
+        sensor(prediction_id, deferrable=True, soft_fail=True).execute({})
