@@ -220,6 +220,20 @@ class Emulator:
 
     # -- API routes ----------------------------------------------------------------------
 
+    async def _admit(self, request: web.Request, route: str, *, authenticate: bool = True) -> web.StreamResponse | None:
+        """Count the request, check the key, apply a matching fault: the answer to send instead, if any."""
+        store = self.store
+        store.stats.requests += 1
+        if authenticate and request.headers.get("Authorization") != self.bearer:
+            denied = self._unauthorized(request)
+            if denied is not None:
+                return denied
+        if store.faults.rules:
+            rule = store.faults.match(route)
+            if rule is not None:
+                return await self._fault(request, rule)
+        return None
+
     async def create_from_path(self, request: web.Request) -> web.StreamResponse:
         self.store.stats.requests += 1
         denied = self._unauthorized(request)
@@ -301,18 +315,10 @@ class Emulator:
             await asyncio.wait_for(pred.waiter.wait(), timeout)
 
     async def get_prediction(self, request: web.Request) -> web.StreamResponse:
+        admitted = await self._admit(request, "get")
+        if admitted is not None:
+            return admitted
         store = self.store
-        store.stats.requests += 1
-        if request.headers.get("Authorization") != self.bearer:
-            denied = self._unauthorized(request)
-            if denied is not None:
-                return denied
-        if store.faults.rules:
-            rule = store.faults.match("get")
-            if rule is not None:
-                faulted = await self._fault(request, rule)
-                if faulted is not None:
-                    return faulted
         store.stats.polls += 1
         pred = store.predictions.get(request.match_info["id"])
         if pred is None:
@@ -323,17 +329,10 @@ class Emulator:
         return json_response(pred.to_json(self._base(request), time.monotonic(), self.config.output_ttl))
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
+        admitted = await self._admit(request, "cancel")
+        if admitted is not None:
+            return admitted
         store = self.store
-        store.stats.requests += 1
-        denied = self._unauthorized(request)
-        if denied is not None:
-            return denied
-        if store.faults.rules:
-            rule = store.faults.match("cancel")
-            if rule is not None:
-                faulted = await self._fault(request, rule)
-                if faulted is not None:
-                    return faulted
         store.stats.cancels += 1
         pred = store.predictions.get(request.match_info["id"])
         if pred is not None:
@@ -350,30 +349,19 @@ class Emulator:
         return await self._prediction_response(request, pred)
 
     async def models(self, request: web.Request) -> web.StreamResponse:
+        admitted = await self._admit(request, "models")
+        if admitted is not None:
+            return admitted
         store = self.store
-        store.stats.requests += 1
-        denied = self._unauthorized(request)
-        if denied is not None:
-            return denied
-        if store.faults.rules:
-            rule = store.faults.match("models")
-            if rule is not None:
-                faulted = await self._fault(request, rule)
-                if faulted is not None:
-                    return faulted
         store.stats.models += 1
         return json_response(self.models_body)
 
     async def files(self, request: web.Request) -> web.StreamResponse:
         """Output files; no auth, like the CDN the real URLs point at."""
+        admitted = await self._admit(request, "files", authenticate=False)
+        if admitted is not None:
+            return admitted
         store = self.store
-        store.stats.requests += 1
-        if store.faults.rules:
-            rule = store.faults.match("files")
-            if rule is not None:
-                faulted = await self._fault(request, rule)
-                if faulted is not None:
-                    return faulted
         match = _FILE_RE.fullmatch(request.match_info["filename"])
         pred = store.predictions.get(request.match_info["id"])
         if match is None or pred is None:
