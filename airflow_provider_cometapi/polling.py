@@ -47,6 +47,7 @@ class PredictionWatch:
 
     :param deadline: absolute Unix time after which the wait ends with a ``timeout`` event;
         ``None`` waits as long as the prediction runs.
+    :param stream_logs: log the prediction's new log lines at each poll (else once, at the end).
     """
 
     prediction_id: str
@@ -56,6 +57,9 @@ class PredictionWatch:
     last_status: str | None = None
     log_offset: int = 0
     failed_polls: int = 0
+    # False where the watch does not outlive one poll (a rescheduled sensor): the prediction's log
+    # is then written once, when it ends, instead of from the start at every poke.
+    stream_logs: bool = True
     polls: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +70,7 @@ class PredictionWatch:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
         self.polls += 1
         self.failed_polls = 0
-        if prediction.logs:
+        if prediction.logs and (self.stream_logs or prediction.is_terminal):
             lines, self.log_offset = prediction.new_log_lines(self.log_offset)
             for line in lines:
                 self.log.info("[%s] %s", prediction.id, line)

@@ -68,7 +68,7 @@ class PredictionSensor(BaseSensorOperator):
     @cached_property
     def _watch(self) -> PredictionWatch:
         # Kept across pokes in poke mode, so the log shows only what is new at each poke.
-        return PredictionWatch(self.prediction_id, self.poke_interval, None, self.log)
+        return PredictionWatch(self.prediction_id, self.poke_interval, None, self.log, stream_logs=not self.reschedule)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

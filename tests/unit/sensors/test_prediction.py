@@ -73,3 +73,24 @@ def test_deferrable_soft_fail_skips_an_already_failed_prediction(cometapi_conn):
     time.sleep(0.1)
     with pytest.raises(AirflowSkipException, match="emulated"):
         sensor(prediction_id, deferrable=True, soft_fail=True).execute({})
+
+
+def test_reschedule_mode_writes_the_prediction_log_once_at_the_end(cometapi_conn, capfd):
+    prediction_id = create(duration=0.6)
+    time.sleep(0.35)
+    # Each reschedule runs a fresh sensor object, as Airflow does.
+    assert not sensor(prediction_id, mode="reschedule").poke({}).is_done
+    assert "Using seed" not in capfd.readouterr().out
+    time.sleep(0.5)
+    assert sensor(prediction_id, mode="reschedule").poke({}).is_done
+    assert capfd.readouterr().out.count("Using seed") == 1
+
+
+def test_poke_mode_streams_only_new_lines(cometapi_conn, capfd):
+    prediction_id = create(duration=0.6)
+    sense = sensor(prediction_id)
+    time.sleep(0.35)
+    sense.poke({})
+    time.sleep(0.5)
+    sense.poke({})
+    assert capfd.readouterr().out.count("Using seed") == 1
