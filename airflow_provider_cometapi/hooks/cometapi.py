@@ -82,6 +82,10 @@ class CometAPISettings:
             prediction_url_template=extra.get("prediction_url_template") or None,
         )
 
+    def read_timeout_for(self, request: ApiRequest) -> float:
+        """The read timeout, lengthened by how long the request asks the gateway to hold it."""
+        return self.read_timeout + request.read_timeout_extra
+
     @property
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
@@ -244,10 +248,6 @@ class CometAPIHook(BaseHook):
         retries = self._settings.max_retries if self._settings else None
         return RetryPolicy() if retries is None else RetryPolicy(max_attempts=max(1, retries + 1))
 
-    def prediction_url(self, prediction_id: str) -> str:
-        """The API URL of a prediction, as this connection reaches it."""
-        return api_url(self.settings.base_url, get_prediction_request(prediction_id).path)
-
     # --- Blocking calls ------------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
@@ -267,7 +267,7 @@ class CometAPIHook(BaseHook):
         settings = self.settings
         session = self.get_conn()
         url = api_url(settings.base_url, request.path)
-        timeout = (settings.connect_timeout, settings.read_timeout + request.read_timeout_extra)
+        timeout = (settings.connect_timeout, settings.read_timeout_for(request))
         for attempt in (retry_policy or self.retry_policy).retrying(request, self.log):
             with attempt:
                 try:
@@ -374,8 +374,8 @@ class CometAPIHook(BaseHook):
 
     # --- Async calls ---------------------------------------------------------------------
 
-    async def _aget_session(self) -> aiohttp.ClientSession:
-        settings = await self.aget_settings()
+    def _async_session_for(self, settings: CometAPISettings) -> aiohttp.ClientSession:
+        """The hook's aiohttp session on the running loop, made on first use."""
         session = self._async_session
         loop = asyncio.get_running_loop()
         if session is None or session.closed or getattr(session, "_loop", loop) is not loop:
@@ -389,15 +389,13 @@ class CometAPIHook(BaseHook):
         return session
 
     async def _acall(self, request: ApiRequest) -> Any:
-        session = await self._aget_session()
         settings = await self.aget_settings()
+        session = self._async_session_for(settings)
         url = api_url(settings.base_url, request.path)
         timeout = session.timeout
         if request.read_timeout_extra:
             timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.connect_timeout,
-                sock_read=settings.read_timeout + request.read_timeout_extra,
+                total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout_for(request)
             )
         async for attempt in self.retry_policy.async_retrying(request, self.log):
             with attempt:
@@ -489,7 +487,7 @@ def _connection_failure(
 def _timeout_failure(request: ApiRequest, settings: CometAPISettings) -> CometAPITimeoutError:
     message = (
         f"CometAPI at {settings.base_url} did not answer {request.describe()} within "
-        f"{settings.read_timeout + request.read_timeout_extra:g}s. Raise the connection's 'timeout' extra "
+        f"{settings.read_timeout_for(request):g}s. Raise the connection's 'timeout' extra "
         "if the gateway is slow."
     )
     if request.operation is Operation.CREATE:
