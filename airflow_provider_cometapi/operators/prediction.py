@@ -13,7 +13,15 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY, PredictionLink
+from airflow_provider_cometapi.models import Prediction
 from airflow_provider_cometapi.polling import PredictionWatch, resolve_event, wait_for_prediction
+from airflow_provider_cometapi.resume import (
+    TaskStateStore,
+    forget,
+    remember,
+    request_fingerprint,
+    resumable_prediction,
+)
 from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
 
 if TYPE_CHECKING:
@@ -53,6 +61,12 @@ class CreatePredictionOperator(BaseOperator):
         prediction that finishes within it completes the task without any polling or deferral.
     :param cancel_on_kill: cancel the prediction when the task is killed (worker ``on_kill``, or a
         user marking a deferred task failed/success on Airflow 3.3+).
+    :param durable: on Airflow 3.3+, a try that follows one which already created a prediction
+        (worker crash, broken wait, task retry) resumes that prediction instead of paying for a
+        new one: it waits for it while it runs, returns it once succeeded, and creates a fresh
+        one only if it failed, was canceled, or its files expired. The record lives in Airflow's
+        task state store and is dropped when the task succeeds, so clearing a finished task
+        makes new images. No effect on older Airflow, where every try creates a prediction.
 
     Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``.
     """
@@ -74,6 +88,7 @@ class CreatePredictionOperator(BaseOperator):
         timeout: float | timedelta = timedelta(hours=1),
         prefer_wait: int | None = None,
         cancel_on_kill: bool = True,
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,6 +103,7 @@ class CreatePredictionOperator(BaseOperator):
         self.timeout = seconds(timeout)
         self.prefer_wait = prefer_wait
         self.cancel_on_kill = cancel_on_kill
+        self.durable = durable
         self.prediction_id: str | None = None
         self._cancelled = False
 
@@ -96,11 +112,11 @@ class CreatePredictionOperator(BaseOperator):
         return CometAPIHook(self.cometapi_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        prediction = self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+        prediction = self._resume_or_create(context)
         self.prediction_id = prediction.id
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=prediction.id)
-        self.log.info("Created prediction %s of model %s.", prediction.id, self.model)
         if not self.wait_for_completion:
+            self._forget(context)
             return prediction.to_dict()
 
         watch = PredictionWatch(prediction.id, self.poll_interval, time.time() + self.timeout, self.log)
@@ -121,13 +137,42 @@ class CreatePredictionOperator(BaseOperator):
             )
         if event is None:
             event = wait_for_prediction(self.hook, watch)
-        return self._complete(event)
+        return self._complete(context, event)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after deferral; everything is read from the trigger's event."""
-        return self._complete(event)
+        return self._complete(context, event)
 
-    def _complete(self, event: Any) -> dict[str, Any]:
+    def _task_state_store(self, context: Context) -> TaskStateStore | None:
+        """Airflow 3.3+ gives every task instance one; older versions have none (no resumption)."""
+        if not self.durable:
+            return None
+        store: TaskStateStore | None = context.get("task_state_store")  # type: ignore[assignment]
+        return store
+
+    def _resume_or_create(self, context: Context) -> Prediction:
+        store = self._task_state_store(context)
+        fingerprint = request_fingerprint(self.model, self.input)
+        if store is not None and (previous := resumable_prediction(store, self.hook, fingerprint, self.log)):
+            return previous
+        prediction = self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+        if store is not None:
+            remember(store, prediction.id, fingerprint)
+        self.log.info("Created prediction %s of model %s.", prediction.id, self.model)
+        return prediction
+
+    def _forget(self, context: Context) -> None:
+        if (store := self._task_state_store(context)) is not None:
+            forget(store)
+
+    def _will_resume(self, context: Context) -> bool:
+        """Whether a next try of this task would pick the prediction up again."""
+        if self._task_state_store(context) is None:
+            return False
+        ti = context["ti"]
+        return ti.try_number <= ti.max_tries
+
+    def _complete(self, context: Context, event: Any) -> dict[str, Any]:
         try:
             prediction = resolve_event(event, self.hook)
         except PredictionTimeoutError as timeout:
@@ -141,12 +186,18 @@ class CreatePredictionOperator(BaseOperator):
         except PredictionFailedError:
             raise
         except CometAPIError:
-            # Waiting broke (persistent API failure): the prediction may still be running, and a
-            # task retry would pay for a second one.
-            if isinstance(event, dict):
+            # Waiting broke (persistent API failure) while the prediction may still be running:
+            # the next try resumes it if there is one; otherwise cancel rather than leave it
+            # running unwatched.
+            if not isinstance(event, dict):
+                raise
+            if self._will_resume(context):
+                self.log.warning("Prediction %s keeps running; the next try resumes it.", event.get("prediction_id"))
+            else:
                 self._cancel(event.get("prediction_id"))
             raise
         self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
+        self._forget(context)
         return prediction
 
     def _cancel(self, prediction_id: str | None) -> bool:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_cometapi.polling import MAX_FAILED_POLLS
+from airflow_provider_cometapi.version_compat import AIRFLOW_V_3_3_PLUS
+from tests.fixtures import set_connection
+
 pytestmark = pytest.mark.integration
 
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
@@ -136,3 +140,21 @@ def test_prediction_link_from_the_connection_template(run_dag, cometapi_conn, mo
 def test_no_link_without_a_template(run_dag, cometapi_conn):
     result = run_dag("t_no_wait")
     assert result.xcom("generate", key="_link_PredictionLink") == ""
+
+
+@pytest.mark.parametrize("where", ["worker", "deferred"])
+def test_a_retry_resumes_the_prediction_of_the_broken_try(run_dag, cometapi_conn, monkeypatch, capfd, where):
+    """Airflow 3.3's task state store, for real: one prediction paid for across two tries."""
+    if not AIRFLOW_V_3_3_PLUS:
+        pytest.skip("the task state store arrived in Airflow 3.3; older versions create a new prediction per try")
+    set_connection(monkeypatch, {**cometapi_conn.connection_dict(), "extra": {"max_retries": 0}})
+    # Every poll of the first try fails (MAX_FAILED_POLLS in a row ends its wait); then the gateway heals.
+    cometapi_conn.add_fault(kind="server_error", route="get", status=503, count=MAX_FAILED_POLLS)
+    result = run_dag(f"t_resume_{where}")
+    assert result.state == SUCCESS
+    prediction = result.xcom("generate")
+    assert prediction["status"] == "succeeded"
+    emulator = stats(cometapi_conn)
+    assert emulator["creates"] == 1
+    assert emulator["cancels"] == 0
+    assert f"Resuming prediction {prediction['id']}" in capfd.readouterr().out

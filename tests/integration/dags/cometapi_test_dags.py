@@ -121,3 +121,17 @@ with dag("t_sensor_soft_fail"):
     create >> PredictionSensor(
         task_id="sense", prediction_id=CREATED_ID, deferrable=True, poke_interval=0.2, timeout=1, soft_fail=True
     )
+
+# A try whose wait breaks (the test makes the gateway fail every poll for a while); its retry
+# must resume the same prediction through Airflow's task state store instead of paying again.
+for deferrable in (False, True):
+    with dag(f"t_resume_{'deferred' if deferrable else 'worker'}"):
+        CreatePredictionOperator(
+            task_id="generate",
+            model=SCHNELL,
+            input={"prompt": "resumed", "_emulator": {"duration": 3}},
+            deferrable=deferrable,
+            retries=1,
+            retry_delay=datetime.timedelta(seconds=0),
+            **FAST,
+        )
