@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,8 @@ from airflow_provider_cometapi.emulator.models import MODELS, InvalidField, spli
 from airflow_provider_cometapi.emulator.state import Prediction, Store
 
 STORE_KEY = web.AppKey("cometapi_emulator_store", Store)
+# Longest outage the control route accepts: tests must not be able to lose the emulator.
+MAX_OUTAGE_SECONDS = 300.0
 
 JSON_TYPE = "application/json"
 _FILE_RE = re.compile(r"out-(\d+)\.([a-z]+)")
@@ -114,6 +116,9 @@ class Emulator:
         self.config = store.config
         self.bearer = f"Bearer {store.config.api_key}"
         self._base_cache: dict[str, str] = {}
+        # Set by serve(), which owns the listening socket; None when the app runs elsewhere.
+        self.go_offline: Callable[[float], Awaitable[None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.models_body = _dumps(
             {
                 "object": "list",
@@ -408,6 +413,26 @@ class Emulator:
     async def control_clear_faults(self, request: web.Request) -> web.StreamResponse:
         return json_response(_dumps({"cleared": self.store.faults.clear()}))
 
+    async def control_outage(self, request: web.Request) -> web.StreamResponse:
+        """Go away for ``seconds`` (connections refused, open ones dropped), then come back.
+
+        Predictions keep their clocks meanwhile: what the gateway knew, it still knows after.
+        """
+        try:
+            seconds = float(json.loads(await request.read())["seconds"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_response(_dumps({"error": f'send {{"seconds": <number>}}: {exc}'}), 400)
+        if not 0 < seconds <= MAX_OUTAGE_SECONDS:
+            return json_response(_dumps({"error": f"seconds must be in (0, {MAX_OUTAGE_SECONDS:g}]"}), 400)
+        if self.go_offline is None:
+            return json_response(_dumps({"error": "outages need the emulator's own server (serve())"}), 501)
+        go_offline = self.go_offline
+        # After this answer has left: the control client must not be the first connection dropped.
+        task = asyncio.create_task(_after(0.05, go_offline(seconds)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return json_response(_dumps({"offline_for": seconds}), 202, {"Connection": "close"})
+
     async def control_reset(self, request: web.Request) -> web.StreamResponse:
         self.store.reset()
         return json_response(b'{"reset":true}')
@@ -426,6 +451,14 @@ class Emulator:
                 }
             )
         )
+
+
+EMULATOR_KEY = web.AppKey("cometapi_emulator_handlers", Emulator)
+
+
+async def _after(delay: float, action: Awaitable[None]) -> None:
+    await asyncio.sleep(delay)
+    await action
 
 
 def _prediction_not_found() -> web.Response:
@@ -451,6 +484,7 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     store = Store(config)
     app[STORE_KEY] = store
     emu = Emulator(store)
+    app[EMULATOR_KEY] = emu
     add = app.router
     # The poll route first: resources sharing a path prefix are tried in registration order.
     add.add_get("/replicate/v1/predictions/{id}", emu.get_prediction, allow_head=False)
@@ -465,6 +499,7 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     add.add_post("/_emulator/faults", emu.control_add_fault)
     add.add_delete("/_emulator/faults", emu.control_clear_faults)
     add.add_post("/_emulator/reset", emu.control_reset)
+    add.add_post("/_emulator/outage", emu.control_outage)
     return app
 
 
@@ -478,6 +513,34 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class _Listener:
+    """The listening socket, which an outage closes and reopens on the same port."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self.runner = runner
+        self.host = host
+        self.port = port
+        self.site: web.SockSite | None = None
+
+    async def start(self) -> tuple[str, int]:
+        sock = _bind(self.host, self.port)
+        self.site = web.SockSite(self.runner, sock, shutdown_timeout=1.0, backlog=1024)
+        await self.site.start()
+        host, self.port = sock.getsockname()[:2]
+        return host, self.port
+
+    async def outage(self, seconds: float) -> None:
+        if self.site is not None:
+            await self.site.stop()
+            self.site = None
+        server = self.runner.server
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+        await asyncio.sleep(seconds)
+        await self.start()
 
 
 async def serve(
@@ -497,10 +560,9 @@ async def serve(
     # Held `Prefer: wait` requests must not delay a clean shutdown for long.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, **runner_kwargs)
     await runner.setup()
-    sock = _bind(config.host, config.port)
-    site = web.SockSite(runner, sock, shutdown_timeout=1.0, backlog=1024)
-    await site.start()
-    host, port = sock.getsockname()[:2]
+    listener = _Listener(runner, config.host, config.port)
+    host, port = await listener.start()
+    app[EMULATOR_KEY].go_offline = listener.outage
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     if announce is not None:

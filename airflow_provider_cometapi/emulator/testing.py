@@ -244,6 +244,10 @@ class EmulatorProcess:
     def clear_faults(self) -> None:
         self._control("DELETE", "/_emulator/faults")
 
+    def outage(self, seconds: float) -> None:
+        """Make the gateway go away (connections refused, open ones dropped) for ``seconds``."""
+        self._control("POST", "/_emulator/outage", {"seconds": seconds})
+
     def reset(self) -> None:
         """Forget predictions, statistics and fault rules."""
         self._control("POST", "/_emulator/reset")

@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from airflow_provider_cometapi.emulator import EmulatorConfig, EmulatorProcess, create_app
 from airflow_provider_cometapi.emulator.testing import EmulatorError
 
+from .helpers import Api
+
 READY = re.compile(r"^cometapi-emulator listening on http://127\.0\.0\.1:(\d+)\n$")
 
 
@@ -230,3 +232,31 @@ def test_config_validation() -> None:
     for bad in ({"duration": -1}, {"api_key": ""}, {"image_size": 8}, {"port": 70000}, {"output_ttl": -1}):
         with pytest.raises(ValueError, match="must"):
             EmulatorConfig(**bad)
+
+
+def test_outage_refuses_connections_then_comes_back_with_its_state() -> None:
+    with EmulatorProcess(duration=0.6) as emu:
+        api = Api(emu)
+        pid = api.create_ok()["id"]
+        kept_alive = api.models()
+        assert kept_alive.status_code == 200
+        emu.outage(1.0)
+        time.sleep(0.3)
+        with pytest.raises(requests.ConnectionError):
+            api.get(pid)  # the kept-alive connection was dropped and new ones are refused
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                done = api.get_ok(pid)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the emulator did not come back"
+                time.sleep(0.1)
+        assert done["status"] == "succeeded"  # the prediction's clock ran on meanwhile
+
+
+@pytest.mark.parametrize("body", [{}, {"seconds": 0}, {"seconds": "x"}, {"seconds": 1000}])
+def test_outage_rejects_bad_durations(emulator: EmulatorProcess, body: dict) -> None:
+    response = requests.post(f"{emulator.base_url}/_emulator/outage", json=body, timeout=5)
+    assert response.status_code == 400
+    assert "seconds" in response.json()["error"]
