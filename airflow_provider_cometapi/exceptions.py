@@ -166,3 +166,7 @@ class PredictionTimeoutError(CometAPIError):
 
 class OutputExpiredError(CometAPIError):
     """The prediction's output files were removed (about an hour after it finished)."""
+
+
+class DestinationNotWritableError(CometAPIError):
+    """The storage destination cannot be created or written to; found before any download."""

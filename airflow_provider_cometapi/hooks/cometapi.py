@@ -72,7 +72,7 @@ class CometAPISettings:
             )
         return cls(
             conn_id=conn.conn_id,
-            base_url=base_url_of(conn.host, conn.port),
+            base_url=_checked_base_url(conn.host, conn.port, conn.conn_id),
             api_key=api_key,
             read_timeout=_positive_float(extra.get("timeout"), DEFAULT_READ_TIMEOUT, "timeout", conn.conn_id),
             connect_timeout=_positive_float(
@@ -112,6 +112,17 @@ def base_url_of(host: str | None, port: int | None = None) -> str:
     if port and parts.port is None:
         host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
     return host
+
+
+def _checked_base_url(host: str | None, port: int | None, conn_id: str) -> str:
+    base_url = base_url_of(host, port)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CometAPIConfigurationError(
+            f"The Base URL (host) {host!r} of connection {conn_id!r} is not an http(s) URL. Leave it empty for "
+            f"{DEFAULT_BASE_URL}, or give a URL such as http://127.0.0.1:8765 for a local emulator."
+        )
+    return base_url
 
 
 def _is_loopback(hostname: str | None) -> bool:

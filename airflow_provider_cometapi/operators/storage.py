@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_cometapi.exceptions import CometAPIError, OutputExpiredError
+from airflow_provider_cometapi.exceptions import CometAPIError, DestinationNotWritableError, OutputExpiredError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.storage import write_atomically
 
@@ -67,11 +68,10 @@ class SavePredictionOutputsOperator(BaseOperator):
         return CometAPIHook(self.cometapi_conn_id)
 
     def execute(self, context: Context) -> list[str]:
+        directory = self._prepare_destination()
         # Fetched now, not taken from XCom: the query returns fresh output URLs.
         prediction = self.hook.get_prediction(self.prediction_id)
         self._check_storable(prediction)
-        directory = ObjectStoragePath(self.destination) if isinstance(self.destination, str) else self.destination
-        directory.mkdir(parents=True, exist_ok=True)
 
         stored: list[ObjectStoragePath] = []
         for index, url in enumerate(prediction.output):
@@ -82,6 +82,21 @@ class SavePredictionOutputsOperator(BaseOperator):
         sidecar = self._write_sidecar(prediction, directory, uris) if self.write_sidecar else None
         self._annotate_outlets(context, prediction, uris, sidecar)
         return uris + ([sidecar] if sidecar else [])
+
+    def _prepare_destination(self) -> ObjectStoragePath:
+        """Create the folder first: a destination that cannot be written fails before any download."""
+        directory = ObjectStoragePath(self.destination) if isinstance(self.destination, str) else self.destination
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            # A local folder can be checked without writing; object stores answer on the first write.
+            if directory.protocol in ("file", "local") and not os.access(directory.path, os.W_OK):
+                raise PermissionError(f"no write permission on {directory.path}")
+        except OSError as error:
+            raise DestinationNotWritableError(
+                f"Cannot write to the destination {directory}: {error}. Choose a `destination` the worker can "
+                "write to (for object storage, a connection in the URL with write access to the bucket)."
+            ) from error
+        return directory
 
     def _check_storable(self, prediction: Prediction) -> None:
         if not prediction.succeeded:

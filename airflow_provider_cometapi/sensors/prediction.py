@@ -101,6 +101,8 @@ class PredictionSensor(BaseSensorOperator):
             event = self._watch.observe(self.hook.get_prediction(self.prediction_id))
         except CometAPIError as error:
             event = self._watch.poll_failed(error)
+            if event is not None and not error.transient:
+                raise  # a wrong id or key: its own error type and message, at once
         if event is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(event))

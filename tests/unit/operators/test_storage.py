@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from PIL import Image
 
 from airflow_provider_cometapi.emulator import EmulatorProcess
-from airflow_provider_cometapi.exceptions import CometAPIError, OutputExpiredError
+from airflow_provider_cometapi.exceptions import CometAPIError, DestinationNotWritableError, OutputExpiredError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from tests.fixtures import FAST_RETRIES, set_connection
@@ -137,9 +137,11 @@ def test_unwritable_destination_fails_before_downloading(cometapi_conn, tmp_path
     prediction_id = finished()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(OSError):
+    with pytest.raises(DestinationNotWritableError, match="Cannot write to the destination .*Choose a `destination`"):
         save(prediction_id, (blocker / "sub").as_uri())
-    assert cometapi_conn.stats(detail=False)["file_downloads"] == 0
+    stats = cometapi_conn.stats(detail=False)
+    assert stats["file_downloads"] == 0
+    assert stats["polls"] == 0  # found before asking CometAPI anything
 
 
 class _RecordingFileHost(BaseHTTPRequestHandler):
