@@ -35,12 +35,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def psql(sql: str, database: str = "postgres") -> None:
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+def psql(sql: str, database: str = "postgres", *options: str) -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", *options, "-qc", sql],
         check=True,
         capture_output=True,
-    )
+        text=True,
+    ).stdout
+
+
+def psql_query(sql: str, database: str) -> list[str]:
+    """The rows of a query, one ``|``-separated line each."""
+    return psql(sql, database, "--no-align", "--tuples-only").splitlines()
+
+
+def pg_dump(database: str) -> str:
+    """The whole database as SQL text (data only)."""
+    return subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", database],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 class AirflowStack:

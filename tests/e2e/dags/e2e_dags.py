@@ -67,3 +67,50 @@ with DAG(
     CreatePredictionOperator.partial(
         task_id="generate", model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=2
     ).expand(input=[{"prompt": f"distributed {i}"} for i in range(20)])
+
+with DAG(
+    "e2e_durable",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="Polls on the worker; the test kills the task process mid-wait and the retry resumes.",
+):
+    CreatePredictionOperator(
+        task_id="generate",
+        model="black-forest-labs/flux-schnell",
+        input={"prompt": "a prediction that outlives its worker", "_emulator": {"duration": 15}},
+        deferrable=False,
+        poll_interval=1,
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=1),
+    )
+
+with DAG(
+    "e2e_outage",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="Four deferred predictions; the test takes the gateway away while they wait.",
+):
+    CreatePredictionOperator.partial(
+        task_id="generate", model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=1
+    ).expand(input=[{"prompt": f"outage {i}", "_emulator": {"duration": 20}} for i in range(4)])
+
+with DAG(
+    "e2e_failures",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    doc_md="Tasks that fail in the ways a DAG author meets, so their exception texts are in the logs.",
+):
+    CreatePredictionOperator(
+        task_id="unknown_model", model="black-forest-labs/flux-imaginary", input={"prompt": "x"}, deferrable=True
+    )
+    CreatePredictionOperator(
+        task_id="failed_prediction",
+        model="black-forest-labs/flux-schnell",
+        input={"prompt": "x", "_emulator": {"outcome": "failed", "duration": 2}},
+        deferrable=True,
+        poll_interval=1,
+    )
+    PredictionSensor(task_id="unknown_prediction", prediction_id="abcdefghijklmnopqrstuvwxyz", deferrable=True)
