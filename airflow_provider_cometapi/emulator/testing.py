@@ -248,6 +248,18 @@ class EmulatorProcess:
         """Make the gateway go away (connections refused, open ones dropped) for ``seconds``."""
         self._control("POST", "/_emulator/outage", {"seconds": seconds})
 
+    def wait_until_reachable(self, timeout: float = 60.0) -> None:
+        """Return once the emulator answers again (after an outage); raise if it does not in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.stats(detail=False)
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise EmulatorError(f"the emulator did not answer within {timeout:g}s: {exc}") from exc
+                time.sleep(0.2)
+
     def reset(self) -> None:
         """Forget predictions, statistics and fault rules."""
         self._control("POST", "/_emulator/reset")

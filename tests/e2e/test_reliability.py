@@ -54,20 +54,9 @@ def stack(tmp_path_factory, gateway) -> Iterator[AirflowStack]:
 
 @pytest.fixture
 def emulator(gateway) -> EmulatorProcess:
-    wait_until_reachable(gateway)
+    gateway.wait_until_reachable()
     gateway.reset()
     return gateway
-
-
-def wait_until_reachable(emulator: EmulatorProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            emulator.stats(detail=False)
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the emulator did not come back"
-            time.sleep(0.5)
 
 
 def task_process(ti_id: str) -> int | None:
@@ -115,7 +104,7 @@ def test_the_gateway_going_away_while_tasks_are_deferred(stack, emulator):
         time.sleep(0.5)
     emulator.outage(10)
     time.sleep(10.5)
-    wait_until_reachable(emulator)
+    emulator.wait_until_reachable()
     assert stack.wait_for_run("e2e_outage", run_id, timeout=180, seen_states=seen) == "success", seen
     stats = emulator.stats(detail=False)
     assert stats["creates"] == 4

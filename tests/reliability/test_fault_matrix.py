@@ -120,25 +120,14 @@ def gateway() -> Iterator[EmulatorProcess]:
 
 @pytest.fixture
 def gateway_conn(gateway: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorProcess]:
-    wait_until_reachable(gateway)
+    gateway.wait_until_reachable()
     gateway.reset()
     extra = {"max_retries": RETRIES_PER_REQUEST, "timeout": READ_TIMEOUT}
     set_connection(monkeypatch, {**gateway.connection_dict(), "extra": extra})
     # The real policy, waits scaled down: attempts still come from the connection's max_retries.
     monkeypatch.setattr(hook_module, "RetryPolicy", functools.partial(RetryPolicy, backoff_base=0.05, backoff_max=0.3))
     yield gateway
-    wait_until_reachable(gateway)  # a row that ended during an outage leaves it to end here
-
-
-def wait_until_reachable(emulator: EmulatorProcess, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            emulator.stats(detail=False)
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the emulator did not come back"
-            time.sleep(0.2)
+    gateway.wait_until_reachable()  # a row that ended during an outage leaves it to end here
 
 
 class TaskInstance:
@@ -209,7 +198,7 @@ def test_fault(row: Row, wait, gateway_conn: EmulatorProcess) -> None:
     elapsed = time.monotonic() - started
     assert elapsed < row.deadline, f"{row.name}: took {elapsed:.1f}s, deadline {row.deadline}s"
     if row.outage and row.outcome == "error":
-        wait_until_reachable(gateway_conn)
+        gateway_conn.wait_until_reachable()
     stats = gateway_conn.stats(detail=False)
     assert stats["creates"] == 1, "a fault must never lead to a second prediction"
     bursts = [rule["count"] for rule in row.faults if rule["count"] > 0]
