@@ -36,6 +36,10 @@ class CreatePredictionOperator(BaseOperator):
     exists, before any waiting. The return value (XCom ``return_value``) is the prediction as a
     JSON dict, with ``output`` always a list of URLs; its logs go to the task log instead.
 
+    Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``;
+    on timeout it cancels the prediction and fails saying whether the cancel was accepted.
+    Other ``BaseOperator`` arguments (``retries``, ``pool``, ...) pass through ``kwargs``.
+
     :param model: ``owner/name`` or ``owner/name:version``, e.g. ``black-forest-labs/flux-schnell``.
         Templated.
     :param input: the model's input, e.g. ``{"prompt": "...", "aspect_ratio": "16:9"}``. Templated,
@@ -53,8 +57,6 @@ class CreatePredictionOperator(BaseOperator):
         prediction that finishes within it completes the task without any polling or deferral.
     :param cancel_on_kill: cancel the prediction when the task is killed (worker ``on_kill``, or a
         user marking a deferred task failed/success on Airflow 3.3+).
-
-    Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``.
     """
 
     template_fields: Sequence[str] = ("model", "input")
@@ -168,5 +170,6 @@ class CreatePredictionOperator(BaseOperator):
         return accepted
 
     def on_kill(self) -> None:
+        """Cancel the prediction (once) when the worker kills the task, unless ``cancel_on_kill=False``."""
         if self.cancel_on_kill:
             self._cancel(self.prediction_id)
