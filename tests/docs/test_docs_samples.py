@@ -229,6 +229,11 @@ def check_environment_variable(name: str, value: str, monkeypatch: pytest.Monkey
     elif name.startswith("AIRFLOW_VAR_"):
         variable = name.removeprefix("AIRFLOW_VAR_").lower()
         assert any(variable in p.read_text() for p in EXAMPLES.glob("*.py")), f"no example DAG reads {variable}"
+    elif name.startswith("AIRFLOW__"):
+        from airflow.configuration import conf
+
+        section, _, key = name.removeprefix("AIRFLOW__").lower().partition("__")
+        assert conf.has_option(section, key), f"Airflow has no option [{section}] {key}"
     elif name in {"COMETAPI_API_KEY", "COMETAPI_BASE_URL"}:
         assert name in (EXAMPLES / "demo.py").read_text(), f"make demo does not read {name}"
     else:
