@@ -88,10 +88,12 @@ class Prediction:
 
     @property
     def is_terminal(self) -> bool:
+        """True once the status is ``succeeded``, ``failed``, ``canceled`` or ``aborted``."""
         return self.status in TERMINAL_STATUSES
 
     @property
     def succeeded(self) -> bool:
+        """True when the status is ``succeeded``."""
         return self.status == PredictionStatus.SUCCEEDED
 
     @property
