@@ -51,7 +51,7 @@ clean:
 
 # --- Docs site and packaging (issue 8) ------------------------------------------------------
 # Their tools go into .venv beside the test tools, from their own stamp so the lists stay apart.
-DOCS_TOOLS := "mkdocs>=1.6,<1.7" "mkdocs-material>=9.5,<10" "mkdocstrings[python]>=1.0,<2"
+DOCS_TOOLS := "mkdocs>=1.6,<1.7" "mkdocs-material>=9.5,<10" "mkdocstrings>=1.0,<2" "mkdocstrings-python>=2.0,<3"
 PACKAGE_TOOLS := "build>=1.2,<2" "twine>=6.1,<8"
 DOCS_STAMP := $(VENV)/.docs-tools-installed
 
