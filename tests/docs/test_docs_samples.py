@@ -364,3 +364,26 @@ def test_connection_page_lists_every_field_of_the_form():
     for key, field in connection_type["conn-fields"].items():
         label = field["label"]
         assert f"| {label} | extra `{key}` |" in page, f"the form's {label!r} field is not in the table"
+
+
+def test_every_operator_sensor_trigger_and_hook_has_a_reference_entry():
+    """The reference is generated from docstrings, but only for what a page names with ``:::``."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import airflow_provider_cometapi
+
+    reference = "".join(page.read_text() for page in (REPO / "docs" / "reference").glob("*.md"))
+    roles = ("hooks", "operators", "sensors", "triggers", "links")
+    public = [
+        f"{module.__name__}.{name}"
+        for role in roles
+        for info in pkgutil.iter_modules([str(Path(airflow_provider_cometapi.__file__).parent / role)])
+        for module in [importlib.import_module(f"airflow_provider_cometapi.{role}.{info.name}")]
+        for name, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__ and not name.startswith("_") and cls.__doc__
+    ]
+    assert len(public) >= 6
+    missing = [name for name in public if f"::: {name}\n" not in reference]
+    assert not missing, f"no reference entry for {missing}"
