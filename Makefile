@@ -12,7 +12,7 @@ TEST_TOOLS := pytest pytest-asyncio pytest-timeout ruff mypy types-requests \
 	"apache-airflow-providers-amazon[s3fs]" "moto[server]" psycopg2-binary asyncpg \
 	apache-airflow-providers-celery "celery[redis]<5.7"
 
-.PHONY: install test lint typecheck unit e2e demo emulator clean
+.PHONY: install test lint typecheck unit e2e demo emulator clean docs package
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+test: lint typecheck docs unit
 
 # A real deployment (PostgreSQL, api-server, scheduler, dag-processor, triggerer) per test module.
 e2e: install
@@ -47,4 +47,24 @@ emulator: install
 	$(BIN)/cometapi-emulator --host 127.0.0.1 --port 8765 --api-key local-dev-key
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output .demo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output .demo site dist
+
+# --- Docs site and packaging (issue 8) ------------------------------------------------------
+# Their tools go into .venv beside the test tools, from their own stamp so the lists stay apart.
+DOCS_TOOLS := "mkdocs>=1.6,<1.7" "mkdocs-material>=9.5,<10" "mkdocstrings>=1.0,<2" "mkdocstrings-python>=2.0,<3"
+PACKAGE_TOOLS := "build>=1.2,<2" "twine>=6.1,<8"
+DOCS_STAMP := $(VENV)/.docs-tools-installed
+
+$(DOCS_STAMP): $(STAMP) Makefile
+	$(BIN)/pip install --quiet $(DOCS_TOOLS) $(PACKAGE_TOOLS)
+	touch $@
+
+# The site, from docs/ and the docstrings, into site/; any warning fails (strict in mkdocs.yml).
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about MkDocs 2, not our warnings.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# sdist + wheel into dist/, twine check, then the wheel installed into a clean venv: provider
+# registered, emulator up, example DAGs run (scripts/package_check.py).
+package: $(DOCS_STAMP)
+	$(BIN)/python scripts/package_check.py

@@ -1,11 +1,10 @@
 """
 What the sync and async transports share: building requests and reading answers.
 
-Both paths of :class:`~airflow_provider_cometapi.hooks.cometapi.CometAPIHook` describe a call
-as a :class:`ApiRequest` and turn the answer (status, headers, body bytes) into JSON or one of
-the provider's errors with :func:`read_response`; only sending differs. URLs are built here
-from the connection's base URL, never from the ``urls`` a prediction carries (they name
-api.replicate.com, not the gateway).
+Both paths of ``CometAPIHook`` describe a call as an ``ApiRequest`` and turn the answer
+(status, headers, body bytes) into JSON or one of the provider's errors with
+``read_response``; only sending differs. URLs are built here from the connection's base URL,
+never from the ``urls`` a prediction carries (they name api.replicate.com, not the gateway).
 """
 
 from __future__ import annotations

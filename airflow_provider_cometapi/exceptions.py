@@ -1,9 +1,9 @@
 """
 The provider's errors: one hierarchy, each message saying what happened and what to do.
 
-Every error a DAG author can meet derives from :class:`CometAPIError`, itself an
+Every error a DAG author can meet derives from ``CometAPIError``, itself an
 ``AirflowException``, so a task fails with the message below. Two class attributes drive the
-shared retry policy (:mod:`airflow_provider_cometapi.retry`):
+shared retry policy (``airflow_provider_cometapi.retry``):
 
 * ``transient``: the same request may succeed later (throttling, 5xx, timeouts, resets);
 * ``nothing_created``: the server surely did not act on the request, so even a prediction

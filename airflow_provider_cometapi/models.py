@@ -88,10 +88,12 @@ class Prediction:
 
     @property
     def is_terminal(self) -> bool:
+        """True once the status is ``succeeded``, ``failed``, ``canceled`` or ``aborted``."""
         return self.status in TERMINAL_STATUSES
 
     @property
     def succeeded(self) -> bool:
+        """True when the status is ``succeeded``."""
         return self.status == PredictionStatus.SUCCEEDED
 
     @property
@@ -212,7 +214,7 @@ def validate_input(model: ModelId, model_input: Any) -> dict[str, Any]:
     Check the fields every FLUX model shares, the way the gateway would, and return the input.
 
     Only FLUX models are checked; other models and unknown keys pass through unchanged.
-    Raises :class:`InvalidInputError` naming each bad field, before any request is made.
+    Raises ``InvalidInputError`` naming each bad field, before any request is made.
     """
     if not isinstance(model_input, Mapping):
         raise InvalidInputError(

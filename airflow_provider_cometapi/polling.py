@@ -1,13 +1,13 @@
 """
 Waiting for a prediction: one status code path for the worker, the triggerer and the sensor.
 
-:class:`PredictionWatch` holds no I/O. It is told each poll's result, logs progress (status
+``PredictionWatch`` holds no I/O. It is told each poll's result, logs progress (status
 changes and new log lines, never the whole log again), and decides when the wait is over, with
 which outcome. The same outcome, an *event* dict, comes out of the blocking loop on a worker
-(:func:`wait_for_prediction`), the async loop in the triggerer (:func:`await_prediction`) and a
-sensor's poke, and :func:`resolve_event` turns it into the task's result or its failure.
+(``wait_for_prediction``), the async loop in the triggerer (``await_prediction``) and a
+sensor's poke, and ``resolve_event`` turns it into the task's result or its failure.
 
-An event is small and JSON-serialisable::
+An event is small and JSON-serialisable:
 
     {"status": "succeeded" | "failed" | "canceled" | "aborted" | "timeout" | "error",
      "prediction_id": "...", "prediction": {...} | None, "message": "..."}
@@ -163,7 +163,7 @@ def wait_for_prediction(hook: CometAPIHook, watch: PredictionWatch) -> dict[str,
 
 async def await_prediction(hook: CometAPIHook, watch: PredictionWatch) -> dict[str, Any]:
     """
-    The same loop as :func:`wait_for_prediction`, for the triggerer's event loop.
+    The same loop as ``wait_for_prediction``, for the triggerer's event loop.
 
     Sleeping first also keeps a trigger from firing the instant its task deferred, before the
     executor has reported the deferral: Airflow 3.3 can then mark the resumed task failed

@@ -1,6 +1,6 @@
 """A local CometAPI-compatible server for demos, tests and offline DAG development.
 
-``cometapi-emulator`` runs it; :class:`EmulatorProcess` starts one as a subprocess for tests.
+``cometapi-emulator`` runs it; ``EmulatorProcess`` starts one as a subprocess for tests.
 Pillow (the ``emulator`` extra) is needed only when images are rendered.
 """
 

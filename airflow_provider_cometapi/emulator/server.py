@@ -109,7 +109,7 @@ def _retry_after_text(seconds: float) -> str:
 
 
 class Emulator:
-    """Route handlers bound to one :class:`Store`."""
+    """Route handlers bound to one ``Store``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -39,7 +39,17 @@ class EmulatorProcess:
 
     ``start()`` returns once the server is listening; ``stop()`` ends it by pid (SIGTERM, then
     SIGKILL after ``stop_timeout``) and is safe to call twice. The child also exits by itself if
-    this process dies, so an interrupted test run leaves nothing behind.
+    this process dies, so an interrupted test run leaves nothing behind. Used as a context
+    manager, it starts on entry and stops on exit.
+
+    :param api_key: the only bearer key the emulator accepts.
+    :param duration: seconds from create to the terminal status.
+    :param extra_args: more ``cometapi-emulator`` flags, e.g. ``["--no-cancel"]`` or ``--fault`` rules.
+    :param env: the child's environment, merged over this process's.
+    :param starting_for: seconds in ``starting`` before ``processing`` (the emulator's default if None).
+    :param host: the loopback address to bind; the port is always a free one.
+    :param startup_timeout: seconds to wait for the ready line before failing with ``EmulatorError``.
+    :param stop_timeout: seconds between SIGTERM and SIGKILL in ``stop()``.
     """
 
     def __init__(
@@ -71,13 +81,16 @@ class EmulatorProcess:
 
     @property
     def pid(self) -> int | None:
+        """The child's pid, once started."""
         return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
+        """True while the child is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
+        """The command line the child runs."""
         cmd = [
             sys.executable,
             "-m",
@@ -97,6 +110,10 @@ class EmulatorProcess:
         return cmd + list(self.extra_args)
 
     def start(self) -> EmulatorProcess:
+        """Start the child and return once it listens; ``port`` and ``base_url`` are set then.
+
+        :raises EmulatorError: it exited or printed no ready line in time (with its stderr).
+        """
         if self._proc is not None:
             raise EmulatorError("this EmulatorProcess was already started")
         env = {**os.environ, **self.env} if self.env is not None else None
@@ -230,6 +247,7 @@ class EmulatorProcess:
             raise EmulatorError(f"{method} {path} answered {exc.code}: {detail}") from exc
 
     def stats(self, detail: bool = True) -> dict[str, Any]:
+        """``GET /_emulator/stats``: creates, polls, cancels...; ``detail=False`` leaves out each prediction."""
         result: dict[str, Any] = self._control("GET", "/_emulator/stats" + ("" if detail else "?detail=0"))
         return result
 
@@ -238,10 +256,12 @@ class EmulatorProcess:
         self._control("POST", "/_emulator/faults", rule)
 
     def faults(self) -> list[dict[str, Any]]:
+        """The installed fault rules, each with how often it was ``served``."""
         result: list[dict[str, Any]] = self._control("GET", "/_emulator/faults")["faults"]
         return result
 
     def clear_faults(self) -> None:
+        """Remove every fault rule."""
         self._control("DELETE", "/_emulator/faults")
 
     def outage(self, seconds: float) -> None:
@@ -267,6 +287,7 @@ class EmulatorProcess:
     # -- Airflow connection ----------------------------------------------------------------
 
     def connection_dict(self) -> dict[str, str]:
+        """The Airflow connection to this emulator as a dict (``conn_type``, ``password``, ``host``)."""
         return {"conn_type": "cometapi", "password": self.api_key, "host": self.base_url}
 
     def connection_json(self) -> str:

@@ -180,9 +180,9 @@ class CometAPIHook(BaseHook):
     Talks to CometAPI's Replicate-compatible prediction API.
 
     Blocking methods use one ``requests`` session per hook; ``a*`` methods use one ``aiohttp``
-    session per hook and event loop, closed by :meth:`aclose` (or ``async with hook``). The
-    connection is read once per hook. Every call follows the shared :class:`RetryPolicy` and
-    raises the provider's errors (:mod:`airflow_provider_cometapi.exceptions`).
+    session per hook and event loop, closed by ``aclose()`` (or ``async with hook``). The
+    connection is read once per hook. Every call follows the shared ``RetryPolicy`` and raises
+    the provider's errors (``airflow_provider_cometapi.exceptions``).
 
     :param cometapi_conn_id: the Airflow connection (type ``cometapi``): the API key as its
         password, the base URL as its host (empty for ``https://api.cometapi.com``).
@@ -302,22 +302,41 @@ class CometAPIHook(BaseHook):
 
     def create_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
         """
-        Start a prediction of ``model`` (``owner/name`` or ``owner/name:version``).
+        Start a prediction.
 
-        The input is checked locally first (FLUX fields). With ``wait`` (1-60 s) the gateway may
-        hold the call until the prediction finishes. A create is repeated only when the server
-        surely did not see it (HTTP 429, connection refused): never a second, paid prediction.
+        The input is checked locally first (FLUX fields). A create is repeated only when the
+        server surely did not see it (HTTP 429, connection refused): never a second, paid
+        prediction.
+
+        :param model: ``owner/name`` or ``owner/name:version``.
+        :param input: the model's input, e.g. ``{"prompt": "..."}``; unknown keys pass through.
+        :param wait: 1-60: the gateway may hold the call that long and answer the finished
+            prediction (``Prefer: wait``); an unfinished one is answered as it is.
+        :return: the prediction as created (usually ``starting``).
+        :raises InvalidModelIdError: a malformed model id, before any request.
+        :raises InvalidInputError: a bad FLUX field (locally) or HTTP 422.
         """
         model_id = ModelId.parse(model)
         request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
         return Prediction.from_api(self._call(request))
 
     def get_prediction(self, prediction_id: str) -> Prediction:
-        """The prediction's current state."""
+        """
+        The prediction's current state, with fresh output URLs.
+
+        :param prediction_id: the id from ``create_prediction`` (XCom ``prediction_id``).
+        :raises PredictionNotFoundError: an unknown id, or one created with another key.
+        """
         return Prediction.from_api(self._call(get_prediction_request(prediction_id)))
 
     def cancel_prediction(self, prediction_id: str) -> Prediction | None:
-        """Ask the gateway to cancel; ``None`` where it does not support cancelling (404/405)."""
+        """
+        Ask the gateway to cancel a prediction.
+
+        :param prediction_id: the prediction to cancel.
+        :return: the prediction as the gateway answered, or ``None`` where cancelling is not
+            supported (HTTP 404/405): then it runs to its end.
+        """
         request = cancel_prediction_request(prediction_id)
         try:
             return Prediction.from_api(self._call(request))
@@ -327,11 +346,18 @@ class CometAPIHook(BaseHook):
 
     def download_output(self, url: str, directory: ObjectStoragePath, stem: str) -> ObjectStoragePath:
         """
-        Store one output (an ``http(s)://`` URL or a ``data:`` URI) as ``directory/stem.<ext>``.
+        Store one output as ``directory/stem.<ext>``.
 
         Streams to a temporary object and moves it into place once complete and of the announced
         size; an interrupted download leaves nothing behind and is retried like any GET. The API
         key is sent only when the file is on the gateway itself.
+
+        :param url: an ``http(s)://`` URL or a ``data:`` URI from ``Prediction.output``.
+        :param directory: the folder, any Airflow object storage path.
+        :param stem: the file name without extension; the extension comes from the content type,
+            else the URL.
+        :return: the stored file.
+        :raises OutputExpiredError: the file host answered 401/403/404/410 (expired outputs).
         """
         if url.startswith("data:"):
             mime, payload = decode_data_uri(url)
@@ -421,17 +447,17 @@ class CometAPIHook(BaseHook):
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def acreate_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
-        """Async :meth:`create_prediction`."""
+        """Async ``create_prediction``: same parameters, result and errors."""
         model_id = ModelId.parse(model)
         request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
         return Prediction.from_api(await self._acall(request))
 
     async def aget_prediction(self, prediction_id: str) -> Prediction:
-        """Async :meth:`get_prediction`."""
+        """Async ``get_prediction``: same parameters, result and errors."""
         return Prediction.from_api(await self._acall(get_prediction_request(prediction_id)))
 
     async def acancel_prediction(self, prediction_id: str) -> Prediction | None:
-        """Async :meth:`cancel_prediction`."""
+        """Async ``cancel_prediction``: same parameters, result and errors."""
         request = cancel_prediction_request(prediction_id)
         try:
             return Prediction.from_api(await self._acall(request))
@@ -440,7 +466,7 @@ class CometAPIHook(BaseHook):
             return None
 
     async def aclose(self) -> None:
-        """Close the async session (the blocking one is closed by :meth:`close`)."""
+        """Close the async session (the blocking one is closed by ``close()``)."""
         session, self._async_session = self._async_session, None
         if session is not None and not session.closed:
             await session.close()
@@ -452,6 +478,7 @@ class CometAPIHook(BaseHook):
         await self.aclose()
 
     def close(self) -> None:
+        """Close the blocking ``requests`` session."""
         session, self._session = self._session, None
         if session is not None:
             session.close()

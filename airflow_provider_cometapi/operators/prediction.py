@@ -44,6 +44,10 @@ class CreatePredictionOperator(BaseOperator):
     exists, before any waiting. The return value (XCom ``return_value``) is the prediction as a
     JSON dict, with ``output`` always a list of URLs; its logs go to the task log instead.
 
+    Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``;
+    on timeout it cancels the prediction and fails saying whether the cancel was accepted.
+    Other ``BaseOperator`` arguments (``retries``, ``pool``, ...) pass through ``kwargs``.
+
     :param model: ``owner/name`` or ``owner/name:version``, e.g. ``black-forest-labs/flux-schnell``.
         Templated.
     :param input: the model's input, e.g. ``{"prompt": "...", "aspect_ratio": "16:9"}``. Templated,
@@ -67,8 +71,6 @@ class CreatePredictionOperator(BaseOperator):
         one only if it failed, was canceled, or its files expired. The record lives in Airflow's
         task state store and is dropped when the task succeeds, so clearing a finished task
         makes new images. No effect on older Airflow, where every try creates a prediction.
-
-    Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``.
     """
 
     template_fields: Sequence[str] = ("model", "input")
@@ -219,5 +221,6 @@ class CreatePredictionOperator(BaseOperator):
         return accepted
 
     def on_kill(self) -> None:
+        """Cancel the prediction (once) when the worker kills the task, unless ``cancel_on_kill=False``."""
         if self.cancel_on_kill:
             self._cancel(self.prediction_id)

@@ -34,15 +34,15 @@ class SavePredictionOutputsOperator(BaseOperator):
     each asset event carries ``{"prediction_id", "model", "prompt", "uris", "sidecar"}`` in its
     ``extra``, for asset-scheduled DAGs downstream.
 
+    Fails when the prediction has not succeeded, and with ``OutputExpiredError`` when its files
+    are gone: outputs expire about an hour after the prediction ends.
+
     :param prediction_id: the prediction whose outputs to store, e.g.
         ``"{{ ti.xcom_pull(task_ids='generate', key='prediction_id') }}"``. Templated.
     :param destination: a folder as an ``ObjectStoragePath`` or a URI: ``file:///data/images``,
         ``s3://aws_conn@bucket/prefix``, ``gs://...``. Templated.
     :param cometapi_conn_id: the CometAPI connection.
     :param write_sidecar: write the JSON sidecar (default True).
-
-    Fails when the prediction has not succeeded, and with :class:`OutputExpiredError` when its
-    files are gone: outputs expire about an hour after the prediction ends.
     """
 
     template_fields: Sequence[str] = ("prediction_id", "destination")

@@ -32,8 +32,10 @@ class PredictionSensor(BaseSensorOperator):
     Wait until a prediction ends; its final JSON dict is the XCom return value.
 
     Fails at once, without more poking, when the prediction ends ``failed``, ``canceled`` or
-    ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout). ``poke_interval``
-    and ``timeout`` work as for any sensor, in every mode.
+    ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout). The arguments of
+    every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``, ``timeout``,
+    ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the poll interval
+    and ``timeout`` the trigger's absolute deadline.
 
     :param prediction_id: the prediction to wait for, e.g.
         ``"{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"``. Templated.

@@ -17,8 +17,7 @@ CANCEL_TIMEOUT = 10.0
 
 class PredictionTrigger(BaseTrigger):
     """
-    Poll a prediction until it ends, then fire exactly one event (see
-    :mod:`airflow_provider_cometapi.polling` for its shape).
+    Poll a prediction until it ends, then fire exactly one event (its shape is below).
 
     One hook, so one connection lookup and one HTTP session, serves the whole run. Transient
     failures are retried by the hook's policy and tolerated for a few polls; persistent ones,
@@ -50,6 +49,7 @@ class PredictionTrigger(BaseTrigger):
         self._hook: CometAPIHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The classpath and the five constructor arguments: ids, conn id, deadline; never a secret."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -62,6 +62,7 @@ class PredictionTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the prediction ends, the deadline passes or polling keeps failing; yield one event."""
         watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log)
         self._hook = CometAPIHook(self.cometapi_conn_id)
         try:
