@@ -21,12 +21,34 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "CometAPI",
+                "python-modules": [
+                    "airflow_provider_cometapi.operators.prediction",
+                    "airflow_provider_cometapi.operators.storage",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "CometAPI",
+                "python-modules": ["airflow_provider_cometapi.sensors.prediction"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "CometAPI",
                 "python-modules": ["airflow_provider_cometapi.hooks.cometapi"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "CometAPI",
+                "python-modules": ["airflow_provider_cometapi.triggers.prediction"],
+            }
+        ],
+        "extra-links": ["airflow_provider_cometapi.links.prediction.PredictionLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_cometapi.hooks.cometapi.CometAPIHook",
