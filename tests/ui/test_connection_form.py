@@ -8,8 +8,9 @@ The tests share one signed-in tab and run in order.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from playwright.sync_api import expect
 
@@ -59,15 +60,18 @@ def connection_row(page: Page, conn_id: str) -> Locator:
 
 
 def press_test(page: Page, row: Locator) -> Locator:
-    """Press the row's Test button; the toast that says how it went."""
-    page.mouse.move(0, 0)  # no tooltip of an earlier row over this one
+    """Press the row's Test button; the notice (toast) that says how it went."""
+    page.mouse.move(0, 0)  # no tooltip of an earlier row over this one, no notice kept open by hovering
+    toasts = page.locator("[data-scope=toast][data-part=root]")
+    expect(toasts).to_have_count(0, timeout=20_000)  # earlier notices gone: the next one is this test's
     with page.expect_response(re.compile(r"/api/v2/connections/test$")) as answer:
         row.get_by_role("button", name="Test Connection").click()
     assert answer.value.status in (200, 400)
-    return page.locator("[data-scope=toast][data-part=root]").last
+    expect(toasts).to_have_count(1)
+    return toasts.first
 
 
-def stored_connection(stack: AirflowStack, conn_id: str) -> dict:
+def stored_connection(stack: AirflowStack, conn_id: str) -> dict[str, Any]:
     return dict(stack.api("GET", f"connections/{conn_id}"))
 
 
@@ -108,8 +112,6 @@ def test_the_form_shows_the_cometapi_fields(page: Page, ui_emulator: EmulatorPro
 
 
 def test_the_form_stored_what_the_hook_reads(stack: AirflowStack, ui_emulator: EmulatorProcess):
-    import json
-
     conn = stored_connection(stack, CONN_ID)
     assert conn["conn_type"] == "cometapi"
     assert conn["host"] == ui_emulator.base_url
