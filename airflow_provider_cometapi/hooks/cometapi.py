@@ -224,12 +224,16 @@ class CometAPIHook(BaseHook):
     def settings(self) -> CometAPISettings:
         """The connection's settings, looked up on first use (blocking)."""
         if self._settings is None:
-            try:
-                conn = self.get_connection(self.cometapi_conn_id)
-            except AirflowNotFoundException as exc:
-                raise self._missing_connection() from exc
-            self._settings = self._register(CometAPISettings.from_connection(conn, conn.extra_dejson))
+            self._settings = self._read_settings()
         return self._settings
+
+    def _read_settings(self, *, conn_id: str | None = None) -> CometAPISettings:
+        """Look the connection up now (blocking); ``conn_id`` as in ``CometAPISettings.from_connection``."""
+        try:
+            conn = self.get_connection(self.cometapi_conn_id)
+        except AirflowNotFoundException as exc:
+            raise self._missing_connection() from exc
+        return self._register(CometAPISettings.from_connection(conn, conn.extra_dejson, conn_id=conn_id))
 
     async def aget_settings(self) -> CometAPISettings:
         """The connection's settings, looked up on first use without blocking the event loop."""
@@ -414,15 +418,11 @@ class CometAPIHook(BaseHook):
         """
         The Airflow UI's Test button: one authenticated call, with a message that says what to fix.
 
-        The messages say "the connection", not its id: Airflow tests a copy of the form under a
-        temporary id that means nothing to the user.
+        The messages say "the connection", not its id: Airflow tests a copy of the connection
+        under a temporary id that means nothing to the user.
         """
         try:
-            try:
-                conn = self.get_connection(self.cometapi_conn_id)
-            except AirflowNotFoundException as exc:
-                raise self._missing_connection() from exc
-            settings = self._register(CometAPISettings.from_connection(conn, conn.extra_dejson, conn_id=""))
+            settings = self._read_settings(conn_id="")
             models = _model_ids(self._call(list_models_request(), _TEST_CONNECTION_POLICY, settings))
         except CometAPIError as exc:
             return False, str(exc)
