@@ -95,7 +95,7 @@ ui-screenshots: $(UI_STAMP)
 
 # The unit, docs-sample and dag.test() tiers again on the oldest Airflow that pyproject.toml
 # admits, in a venv of their own.
-AIRFLOW_OLDEST ?= 3.1.8
+AIRFLOW_OLDEST ?= 3.1.2
 OLDEST_VENV := .venv-oldest
 OLDEST_BIN := $(OLDEST_VENV)/bin
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(AIRFLOW_OLDEST)
