@@ -47,7 +47,7 @@ emulator: install
 	$(BIN)/cometapi-emulator --host 127.0.0.1 --port 8765 --api-key local-dev-key
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output .demo site dist
+	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .ruff_cache .pytest_cache demo-output .demo site dist
 
 # --- Docs site and packaging (issue 8) ------------------------------------------------------
 # Their tools go into .venv beside the test tools, from their own stamp so the lists stay apart.
@@ -68,3 +68,48 @@ docs: $(DOCS_STAMP)
 # registered, emulator up, example DAGs run (scripts/package_check.py).
 package: $(DOCS_STAMP)
 	$(BIN)/python scripts/package_check.py
+
+# --- Browser UI test and oldest Airflow (issue 8) -------------------------------------------
+# The UI tier drives the real api-server's pages with headless Chromium: Debian's package (the
+# browser download of Playwright itself is not used), Playwright's Python package in .venv.
+CHROMIUM := /usr/bin/chromium
+UI_TOOLS := "playwright>=1.45,<2"
+UI_STAMP := $(VENV)/.ui-tools-installed
+
+# As root (CI is); the package lists are refreshed only when the first try finds nothing.
+$(CHROMIUM):
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+$(UI_STAMP): $(STAMP) Makefile | $(CHROMIUM)
+	$(BIN)/pip install --quiet $(UI_TOOLS)
+	touch $@
+
+# The connection form, its Test button against the emulator, a task's log (tests/ui).
+ui: $(UI_STAMP)
+	$(BIN)/python -m pytest -q -o addopts="" -m ui tests/ui
+
+# The screenshots of docs/img/ (docs/ui.md), taken again by the same tests.
+ui-screenshots: $(UI_STAMP)
+	UI_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -o addopts="" -m ui tests/ui
+
+# The unit, docs-sample and dag.test() tiers again on the oldest Airflow that pyproject.toml
+# admits, in a venv of their own.
+AIRFLOW_OLDEST ?= 3.1.2
+OLDEST_VENV := .venv-oldest
+OLDEST_BIN := $(OLDEST_VENV)/bin
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(AIRFLOW_OLDEST)
+OLDEST_TOOLS := pytest pytest-asyncio pytest-timeout "apache-airflow-providers-amazon[s3fs]" "moto[server]"
+
+$(OLDEST_BIN)/python:
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_BIN)/pip install --quiet --upgrade pip
+
+$(OLDEST_STAMP): pyproject.toml Makefile | $(OLDEST_BIN)/python
+	$(OLDEST_BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_OLDEST)" -e ".[emulator]" $(OLDEST_TOOLS)
+	rm -f $(OLDEST_VENV)/.installed-* && touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_BIN)/python -m pytest -q
+
+.PHONY: ui ui-screenshots test-oldest

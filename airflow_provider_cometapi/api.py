@@ -140,6 +140,15 @@ def same_origin(url: str, base_url: str) -> bool:
 
 # --- Reading answers ----------------------------------------------------------------------
 
+
+def connection_named(conn_id: str) -> str:
+    """
+    How a message names the connection: ``connection '<id>'``, or ``the connection`` for an
+    empty id. The Test button tests a copy under a temporary id that would only confuse.
+    """
+    return f"connection {conn_id!r}" if conn_id else "the connection"
+
+
 _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
 
@@ -184,14 +193,14 @@ def error_for_status(
     if status in (401, 403):
         return AuthenticationError(
             f"CometAPI rejected the API key ({what}). Set a valid key as the password ('API key') "
-            f"of the Airflow connection {conn_id!r}; keys are created in the CometAPI console.",
+            f"of {connection_named(conn_id)}; keys are created in the CometAPI console.",
             status_code=status,
             detail=detail,
         )
     if status == 402:
         return InsufficientCreditError(
             f"The CometAPI account has no credit left ({what}). Top up the account of the key in "
-            f"connection {conn_id!r}, then clear the task.",
+            f"{connection_named(conn_id)}, then clear the task.",
             status_code=status,
             detail=detail,
         )
@@ -206,13 +215,13 @@ def error_for_status(
         if request.operation in (Operation.GET, Operation.CANCEL):
             return PredictionNotFoundError(
                 f"Prediction {request.subject!r} was not found ({what}). Check the id (XCom key "
-                f"'prediction_id' of the task that created it) and that connection {conn_id!r} uses "
+                f"'prediction_id' of the task that created it) and that {connection_named(conn_id)} uses "
                 "the key that created it.",
                 status_code=status,
                 detail=detail,
             )
         return NotFoundError(
-            f"{what}. Check the base URL of connection {conn_id!r}.", status_code=status, detail=detail
+            f"{what}. Check the base URL of {connection_named(conn_id)}.", status_code=status, detail=detail
         )
     if status == 422 or (status == 400 and request.operation is Operation.CREATE):
         fields = _invalid_fields(payload)

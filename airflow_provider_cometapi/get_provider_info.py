@@ -55,11 +55,14 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "CometAPI",
                 "connection-type": "cometapi",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    # The port stays visible: the UI's Test button sends port 0 for an empty one,
+                    # and Airflow refuses to test a port that differs from the stored one (empty).
+                    "hidden-fields": ["schema", "login", "extra"],
                     "relabeling": {"password": "API key", "host": "Base URL"},
                     "placeholders": {
                         "password": "your CometAPI key (sk-...)",
                         "host": "https://api.cometapi.com",
+                        "port": "0 = the Base URL's port (the Test button needs a value)",
                     },
                 },
                 "conn-fields": {

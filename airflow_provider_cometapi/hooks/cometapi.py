@@ -20,6 +20,7 @@ from airflow_provider_cometapi.api import (
     Operation,
     api_url,
     cancel_prediction_request,
+    connection_named,
     create_prediction_request,
     download_request,
     error_for_status,
@@ -63,22 +64,26 @@ class CometAPISettings:
         return f"CometAPISettings(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
 
     @classmethod
-    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> CometAPISettings:
+    def from_connection(
+        cls, conn: Connection, extra: Mapping[str, Any], *, conn_id: str | None = None
+    ) -> CometAPISettings:
+        """:param conn_id: the id messages name, instead of the connection's own; ``""`` for "the connection"."""
+        conn_id = conn.conn_id if conn_id is None else conn_id
         api_key = (conn.password or "").strip()
         if not api_key:
             raise CometAPIConfigurationError(
-                f"The Airflow connection {conn.conn_id!r} has no API key. Put your CometAPI key in its "
+                f"{_capitalized(connection_named(conn_id))} has no API key. Put your CometAPI key in its "
                 "'API key' (password) field."
             )
         return cls(
-            conn_id=conn.conn_id,
-            base_url=_checked_base_url(conn.host, conn.port, conn.conn_id),
+            conn_id=conn_id,
+            base_url=_checked_base_url(conn.host, conn.port, conn_id),
             api_key=api_key,
-            read_timeout=_positive_float(extra.get("timeout"), DEFAULT_READ_TIMEOUT, "timeout", conn.conn_id),
+            read_timeout=_positive_float(extra.get("timeout"), DEFAULT_READ_TIMEOUT, "timeout", conn_id),
             connect_timeout=_positive_float(
-                extra.get("connect_timeout"), DEFAULT_CONNECT_TIMEOUT, "connect_timeout", conn.conn_id
+                extra.get("connect_timeout"), DEFAULT_CONNECT_TIMEOUT, "connect_timeout", conn_id
             ),
-            max_retries=_retries(extra.get("max_retries"), conn.conn_id),
+            max_retries=_retries(extra.get("max_retries"), conn_id),
             prediction_url_template=extra.get("prediction_url_template") or None,
         )
 
@@ -119,10 +124,14 @@ def _checked_base_url(host: str | None, port: int | None, conn_id: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CometAPIConfigurationError(
-            f"The Base URL (host) {host!r} of connection {conn_id!r} is not an http(s) URL. Leave it empty for "
+            f"The Base URL (host) {host!r} of {connection_named(conn_id)} is not an http(s) URL. Leave it empty for "
             f"{DEFAULT_BASE_URL}, or give a URL such as http://127.0.0.1:8765 for a local emulator."
         )
     return base_url
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _is_loopback(hostname: str | None) -> bool:
@@ -143,7 +152,8 @@ def _positive_float(value: Any, default: float, name: str, conn_id: str) -> floa
         number = -1.0
     if number <= 0:
         raise CometAPIConfigurationError(
-            f"The extra field {name!r} of connection {conn_id!r} must be a positive number of seconds, got {value!r}."
+            f"The extra field {name!r} of {connection_named(conn_id)} must be a positive number of seconds, "
+            f"got {value!r}."
         )
     return number
 
@@ -157,7 +167,7 @@ def _retries(value: Any, conn_id: str) -> int | None:
         retries = -1
     if not 0 <= retries <= 10:
         raise CometAPIConfigurationError(
-            f"The extra field 'max_retries' of connection {conn_id!r} must be a whole number from 0 to 10, "
+            f"The extra field 'max_retries' of {connection_named(conn_id)} must be a whole number from 0 to 10, "
             f"got {value!r}."
         )
     return retries
@@ -214,12 +224,16 @@ class CometAPIHook(BaseHook):
     def settings(self) -> CometAPISettings:
         """The connection's settings, looked up on first use (blocking)."""
         if self._settings is None:
-            try:
-                conn = self.get_connection(self.cometapi_conn_id)
-            except AirflowNotFoundException as exc:
-                raise self._missing_connection() from exc
-            self._settings = self._register(CometAPISettings.from_connection(conn, conn.extra_dejson))
+            self._settings = self._read_settings()
         return self._settings
+
+    def _read_settings(self, *, conn_id: str | None = None) -> CometAPISettings:
+        """Look the connection up now (blocking); ``conn_id`` as in ``CometAPISettings.from_connection``."""
+        try:
+            conn = self.get_connection(self.cometapi_conn_id)
+        except AirflowNotFoundException as exc:
+            raise self._missing_connection() from exc
+        return self._register(CometAPISettings.from_connection(conn, conn.extra_dejson, conn_id=conn_id))
 
     async def aget_settings(self) -> CometAPISettings:
         """The connection's settings, looked up on first use without blocking the event loop."""
@@ -274,8 +288,10 @@ class CometAPIHook(BaseHook):
             self._session = session
         return self._session
 
-    def _call(self, request: ApiRequest, retry_policy: RetryPolicy | None = None) -> Any:
-        settings = self.settings
+    def _call(
+        self, request: ApiRequest, retry_policy: RetryPolicy | None = None, settings: CometAPISettings | None = None
+    ) -> Any:
+        settings = settings or self.settings
         session = self.get_conn()
         url = api_url(settings.base_url, request.path)
         timeout = (settings.connect_timeout, settings.read_timeout_for(request))
@@ -399,15 +415,18 @@ class CometAPIHook(BaseHook):
         return _model_ids(self._call(list_models_request()))
 
     def test_connection(self) -> tuple[bool, str]:
-        """The Airflow UI's Test button: one authenticated call, with a message that says what to fix."""
+        """
+        The Airflow UI's Test button: one authenticated call, with a message that says what to fix.
+
+        The messages say "the connection", not its id: Airflow tests a copy of the connection
+        under a temporary id that means nothing to the user.
+        """
         try:
-            models = _model_ids(self._call(list_models_request(), _TEST_CONNECTION_POLICY))
+            settings = self._read_settings(conn_id="")
+            models = _model_ids(self._call(list_models_request(), _TEST_CONNECTION_POLICY, settings))
         except CometAPIError as exc:
             return False, str(exc)
-        return (
-            True,
-            f"Connected to {self.settings.base_url}: the API key works ({len(models)} models available).",
-        )
+        return True, f"Connected to {settings.base_url}: the API key works ({len(models)} models available)."
 
     # --- Async calls ---------------------------------------------------------------------
 
@@ -510,7 +529,7 @@ def _connection_failure(
     request: ApiRequest, settings: CometAPISettings, reason: object, *, request_sent: bool
 ) -> CometAPIConnectionError:
     hint = (
-        f"Check the 'Base URL' of connection {settings.conn_id!r} and that the host is reachable."
+        f"Check the 'Base URL' of {connection_named(settings.conn_id)} and that the host is reachable."
         if not request_sent
         else "The connection broke before a complete answer."
     )

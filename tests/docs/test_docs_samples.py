@@ -134,7 +134,10 @@ START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 def check_dag(dag: Any) -> None:
     """What the dag-processor does with a DAG file's DAG: validate it and serialise it."""
-    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow 3.1 names it SerializedDAG
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     dag.validate()
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))

@@ -22,13 +22,21 @@ def airflow_db() -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+def load_dags(folder: Path) -> Any:
+    """The folder's DAGs in a DagBag, which moved to ``airflow.dag_processing`` in Airflow 3.2."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(TEST_DAGS))
+    bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     return bag
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    return load_dags(TEST_DAGS)
 
 
 class DagRunResult:

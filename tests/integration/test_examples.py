@@ -15,11 +15,9 @@ EXAMPLE_DAG_IDS = {"cometapi_daily_images", "cometapi_daily_index", "cometapi_ed
 
 @pytest.fixture(scope="module")
 def examples(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.integration.conftest import load_dags
 
-    bag = DagBag(dag_folder=str(EXAMPLES))
-    assert not bag.import_errors, bag.import_errors
-    return bag
+    return load_dags(EXAMPLES)
 
 
 @pytest.fixture

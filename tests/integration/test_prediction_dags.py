@@ -32,8 +32,9 @@ def test_deferrable_operator(run_dag, cometapi_conn, capfd):
     assert emulator["polls"] >= 1
     log = capfd.readouterr().out
     assert "DEFERRED" in log
-    assert f"Prediction {prediction['id']}: status processing" in log
-    assert "Total safe images" in log  # the prediction's own log lines reach the task log
+    if AIRFLOW_V_3_3_PLUS:  # Airflow 3.1's dag.test() runs the trigger inline without printing its log
+        assert f"Prediction {prediction['id']}: status processing" in log
+        assert "Total safe images" in log  # the prediction's own log lines reach the task log
 
 
 def test_worker_polling_without_deferral(run_dag, cometapi_conn, capfd):

@@ -144,6 +144,7 @@ def test_connection_uri_with_bare_loopback_host_and_port(emulator, monkeypatch):
     ("host", "port", "expected"),
     [
         (None, None, "https://api.cometapi.com"),
+        ("http://127.0.0.1:9000", 0, "http://127.0.0.1:9000"),  # port 0 in the form: the Base URL's port
         ("", None, "https://api.cometapi.com"),
         ("api.cometapi.com", None, "https://api.cometapi.com"),
         ("https://gateway.example/prefix/", None, "https://gateway.example/prefix"),
@@ -205,6 +206,8 @@ def test_wrong_key(emulator, monkeypatch):
     assert "wrong-key-12345" not in str(info.value)
     ok, message = hook.test_connection()
     assert not ok and "rejected the API key" in message
+    # The Test button tests a copy under a temporary id: its messages name no id.
+    assert "of the connection;" in message and "cometapi_default" not in message
     assert emulator.stats(detail=False)["requests"] == 2  # 401 is never retried
 
 
@@ -214,7 +217,7 @@ def test_unreachable_host(monkeypatch):
     )
     ok, message = CometAPIHook().test_connection()
     assert not ok
-    assert "Could not reach CometAPI" in message and "Base URL" in message
+    assert "Could not reach CometAPI" in message and "'Base URL' of the connection" in message
 
 
 def test_unknown_model(hook, cometapi_conn):
