@@ -104,8 +104,9 @@ class PredictionWatch:
         """Seconds to sleep before the next poll, or ``None`` when the deadline has passed."""
         interval = self.poll_interval
         if self.polls <= 1 and self.failed_polls == 0:
-            # Spread the first sleep so that many waits started together do not poll in lockstep.
-            interval *= random.uniform(0.5, 1.0)
+            # Spread the first sleep (around the interval, so polls per prediction stay the same)
+            # so that many waits started together do not poll in lockstep.
+            interval *= random.uniform(0.5, 1.5)
         if self.deadline is None:
             return interval
         remaining = self.deadline - time.time()
