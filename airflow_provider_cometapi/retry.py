@@ -87,13 +87,14 @@ class RetryPolicy:
             "reraise": True,
         }
 
-    def call(self, request: ApiRequest, log: LoggerLike, attempt: Callable[[], T]) -> T:
+    def call(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], T]) -> T:
         """
         ``attempt()`` under this policy: tried once, and only a retryable failure builds the loop.
 
         Nearly every call succeeds the first time; the tenacity machinery costs more than a
         poll's own work, so it is set up only then. The failed first attempt counts as attempt 1
-        and its time against ``max_elapsed``, exactly as in ``retrying``.
+        and its time against ``max_elapsed``, exactly as in ``retrying``. ``log`` returns the
+        logger for the retries, asked for only then.
         """
         started = time.monotonic()
         try:
@@ -109,9 +110,9 @@ class RetryPolicy:
                 raise replayed.pop()
             return attempt()
 
-        return self._rest(started).retrying(request, log)(again)
+        return self._rest(started).retrying(request, log())(again)
 
-    async def acall(self, request: ApiRequest, log: LoggerLike, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def acall(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], Awaitable[T]]) -> T:
         """``call`` for a coroutine function: the same policy, the same single first try."""
         started = time.monotonic()
         try:
@@ -127,7 +128,7 @@ class RetryPolicy:
                 raise replayed.pop()
             return await attempt()
 
-        return await self._rest(started).async_retrying(request, log)(again)
+        return await self._rest(started).async_retrying(request, log())(again)
 
     def _retry_after(self, error: BaseException, request: ApiRequest) -> bool:
         return self.max_attempts > 1 and self.should_retry(error, idempotent=request.idempotent)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -63,6 +64,20 @@ def _rss_kib() -> int:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+class _GcClock:
+    """Seconds spent in the garbage collector (a gc.callbacks hook)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._started
 
 
 class Seen:
@@ -180,6 +195,9 @@ async def _watch(watcher: str, ids: list[str], args: argparse.Namespace, seen: S
 def _import_watcher(watcher: str) -> None:
     """Imports outside the measurement: a triggerer has them loaded before its first trigger."""
     if watcher == "trigger":
+        import airflow.providers.common.compat.connection
+        import airflow.sdk.execution_time.context  # noqa: F401
+
         import airflow_provider_cometapi.triggers.prediction  # noqa: F401
     elif watcher.startswith("replicate"):
         import replicate  # noqa: F401
@@ -196,12 +214,19 @@ def child_main(args: argparse.Namespace) -> int:
     ids_file = sys.stdin.readline().strip()
     ids = json.loads(Path(ids_file).read_text())
     seen = Seen()
-    profiler = None
-    if args.profile:
+    profiler: Any = None
+    if args.profile and args.profiler == "cprofile":
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    elif args.profile:
         from pyinstrument import Profiler
 
         profiler = Profiler(async_mode="disabled")
         profiler.start()
+    gc_time = _GcClock()
+    gc.callbacks.append(gc_time)
     rss_before = _rss_kib()
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
@@ -209,7 +234,14 @@ def child_main(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if profiler is not None:
+    if profiler is not None and args.profiler == "cprofile":
+        import pstats
+
+        profiler.disable()
+        with open(args.profile, "w") as out:
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
+    elif profiler is not None:
         profiler.stop()
         Path(args.profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     delays = []
@@ -224,6 +256,7 @@ def child_main(args: argparse.Namespace) -> int:
         "cpu_s": cpu,
         "rss_before_mib": rss_before / 1024,
         "peak_rss_mib": peak_kib / 1024,
+        "gc_s": gc_time.total,
         "errors": len(seen.errors) + not_succeeded + (len(ids) - len(seen.at) - len(seen.errors)),
         "error_samples": seen.errors[:5],
         "delays": delays,
@@ -294,7 +327,7 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         str(args.cap),
     ]
     if args.profile:
-        command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt")]
+        command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
     env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
     with log_file.open("w") as log:
         child = subprocess.Popen(
@@ -418,6 +451,7 @@ def parent_main(args: argparse.Namespace) -> int:
                 print(
                     f"{watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll, "
                     f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
+                    f"GC {result['gc_s']:.2f} s, "
                     f"{result['errors']} errors",
                     flush=True,
                 )
@@ -440,6 +474,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--profile", help="folder for a pyinstrument profile of each child")
+    p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument", help="for --profile")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for the emulator (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for the watchers (default 1)")
     # The child's side (internal).

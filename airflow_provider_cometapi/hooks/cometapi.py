@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from yarl import URL
 
 from airflow_provider_cometapi import __version__
 from airflow_provider_cometapi.api import (
@@ -38,7 +39,7 @@ from airflow_provider_cometapi.exceptions import (
     NotFoundError,
 )
 from airflow_provider_cometapi.models import ModelId, Prediction, validate_input
-from airflow_provider_cometapi.retry import RetryPolicy
+from airflow_provider_cometapi.retry import LoggerLike, RetryPolicy
 from airflow_provider_cometapi.storage import CHUNK_SIZE, decode_data_uri, extension_for, write_atomically
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
 
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# A connection looked up by a hook on an event loop is reused by the hooks on that loop that ask
+# within this many seconds: triggers deferred in a burst then cost one lookup, and a changed
+# connection is read a few seconds later.
+LOOKUP_REUSE_SECONDS = 5.0
 # Connections one event loop keeps to the gateway, shared by every hook on it: thousands of
 # triggers in a triggerer then poll over a hundred keep-alive connections, not one each.
 MAX_CONNECTIONS_PER_LOOP = 100
@@ -219,6 +224,9 @@ class CometAPIHook(BaseHook):
         self._settings: CometAPISettings | None = None
         self._session: requests.Session | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._async_session: aiohttp.ClientSession | None = None
+        # The last prediction polled, its request and URL: a poll loop builds them once.
+        self._last_get: tuple[str, ApiRequest, URL] | None = None
 
     # --- Connection ---------------------------------------------------------------------
 
@@ -308,7 +316,7 @@ class CometAPIHook(BaseHook):
                 request, response.status_code, response.headers, response.content, conn_id=settings.conn_id
             )
 
-        return (retry_policy or self.retry_policy).call(request, self.log, attempt)
+        return (retry_policy or self.retry_policy).call(request, self._logger, attempt)
 
     def create_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
         """
@@ -421,9 +429,16 @@ class CometAPIHook(BaseHook):
 
     # --- Async calls ---------------------------------------------------------------------
 
+    def _logger(self) -> LoggerLike:
+        # Made on first use only: most hooks in a triggerer never log (no retries).
+        return self.log
+
     def _async_session_for(self) -> aiohttp.ClientSession:
         """The running loop's shared aiohttp session; this hook holds it until ``aclose()``."""
         loop = asyncio.get_running_loop()
+        session = self._async_session
+        if self._async_loop is loop and session is not None and not session.closed:
+            return session
         if self._async_loop is not loop:
             if self._async_loop is not None:
                 # Used on another loop before (asyncio.run twice): that loop's session cannot be
@@ -433,12 +448,14 @@ class CometAPIHook(BaseHook):
                     stale.detach()
             self._async_loop = loop
             _SESSION_USERS[loop] = _SESSION_USERS.get(loop, 0) + 1
-        return _session_of(loop)
+        self._async_session = session = _session_of(loop)
+        return session
 
-    async def _acall(self, request: ApiRequest) -> Any:
+    async def _acall(self, request: ApiRequest, url: URL | None = None) -> Any:
         settings = await self.aget_settings()
         session = self._async_session_for()
-        url = api_url(settings.base_url, request.path)
+        if url is None:
+            url = URL(api_url(settings.base_url, request.path))
         headers = {**settings.headers, **request.headers} if request.headers else settings.headers
         timeout = settings.client_timeout
         if request.read_timeout_extra:
@@ -456,7 +473,7 @@ class CometAPIHook(BaseHook):
                 raise _aiohttp_error(exc, request, settings) from None
             return read_response(request, response.status, response.headers, body, conn_id=settings.conn_id)
 
-        return await self.retry_policy.acall(request, self.log, attempt)
+        return await self.retry_policy.acall(request, self._logger, attempt)
 
     async def acreate_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
         """Async ``create_prediction``: same parameters, result and errors."""
@@ -466,7 +483,12 @@ class CometAPIHook(BaseHook):
 
     async def aget_prediction(self, prediction_id: str) -> Prediction:
         """Async ``get_prediction``: same parameters, result and errors."""
-        return Prediction.from_api(await self._acall(get_prediction_request(prediction_id)))
+        last = self._last_get
+        if last is None or last[0] != prediction_id:
+            settings = await self.aget_settings()
+            request = get_prediction_request(prediction_id)
+            last = self._last_get = (prediction_id, request, URL(api_url(settings.base_url, request.path)))
+        return Prediction.from_api(await self._acall(last[1], last[2]))
 
     async def acancel_prediction(self, prediction_id: str) -> Prediction | None:
         """Async ``cancel_prediction``: same parameters, result and errors."""
@@ -483,7 +505,7 @@ class CometAPIHook(BaseHook):
 
         The blocking session is closed by ``close()``.
         """
-        loop, self._async_loop = self._async_loop, None
+        loop, self._async_loop, self._async_session = self._async_loop, None, None
         session = _drop_user(loop) if loop is not None else None
         if session is not None:
             await session.close()
@@ -546,23 +568,34 @@ def _drop_user(loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession | None:
 
 
 async def _shared_lookup(hook: CometAPIHook) -> CometAPISettings:
-    """``hook._lookup_settings()``, awaited once for every hook of the loop asking at the same time."""
-    lookups = _LOOKUPS.setdefault(asyncio.get_running_loop(), {})
+    """
+    ``hook._lookup_settings()``, shared by the hooks of the running loop: a lookup in flight is
+    awaited once by all that ask for it, and its answer serves those that ask in the next
+    ``LOOKUP_REUSE_SECONDS``. A failed lookup is not reused.
+    """
+    loop = asyncio.get_running_loop()
+    lookups = _LOOKUPS.setdefault(loop, {})
     key = (type(hook), hook.cometapi_conn_id)
-    pending = lookups.get(key)
-    if pending is None:
-        pending = asyncio.ensure_future(hook._lookup_settings())
-        lookups[key] = pending
+    shared = lookups.get(key)
+    if shared is None:
+        shared = asyncio.ensure_future(hook._lookup_settings())
+        lookups[key] = shared
 
-        def forget(done: asyncio.Future[CometAPISettings]) -> None:
-            if lookups.get(key) is done:
+        def forget() -> None:
+            if lookups.get(key) is shared:
                 del lookups[key]
-            if not done.cancelled():
-                done.exception()  # seen here, so a failure nobody awaits any more is not reported
 
-        pending.add_done_callback(forget)
+        def answered(done: asyncio.Future[CometAPISettings]) -> None:
+            if done.cancelled() or done.exception() is not None:  # seen, so never "not retrieved"
+                forget()
+            else:
+                loop.call_later(LOOKUP_REUSE_SECONDS, forget)
+
+        shared.add_done_callback(answered)
+    if shared.done():
+        return shared.result()
     # Shielded: one hook being cancelled must not cancel the lookup the others wait for.
-    return await asyncio.shield(pending)
+    return await asyncio.shield(shared)
 
 
 _TEST_CONNECTION_POLICY = RetryPolicy(max_attempts=2, max_elapsed=10.0)

@@ -66,8 +66,11 @@ class PredictionTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the prediction ends, the deadline passes or polling keeps failing; yield one event."""
-        # The prediction's log is written once, when it ends: per poll it would cost more than the poll.
-        watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log, stream_logs=False)
+        # The outcome and the prediction's log are written once, in one record, at the end: with
+        # thousands of triggers, log records would otherwise cost more than the polls.
+        watch = PredictionWatch(
+            self.prediction_id, self.poll_interval, self.deadline, self.log, stream_logs=False, log_end=False
+        )
         self._hook = CometAPIHook(self.cometapi_conn_id)
         try:
             event = await await_prediction(self._hook, watch)
@@ -76,7 +79,10 @@ class PredictionTrigger(BaseTrigger):
             event = error_event(self.prediction_id, f"{type(error).__name__}: {error}")
         finally:
             await self.cleanup()
-        self.log.info(event["message"])
+        if watch.end_log:
+            self.log.info("%s Its log:\n%s", event["message"], watch.end_log)
+        else:
+            self.log.info(event["message"])
         yield TriggerEvent(event)
 
     async def cleanup(self) -> None:
