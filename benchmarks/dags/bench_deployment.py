@@ -36,7 +36,7 @@ with DAG("bench_reschedule", schedule=None, start_date=START, catchup=False):
         input=inputs("reschedule")
     )
     PredictionSensor.partial(task_id="sense", mode="reschedule", poke_interval=POLL, timeout=600, retries=3).expand(
-        prediction_id=created.map(lambda prediction: prediction["id"])
+        prediction_id=created.output.map(lambda prediction: prediction["id"])
     )
 
 with DAG("bench_prefer_wait", schedule=None, start_date=START, catchup=False):

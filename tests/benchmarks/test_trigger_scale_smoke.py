@@ -69,3 +69,13 @@ def test_the_page_and_its_plot_are_written(scale, tmp_path):
     assert "| PredictionTrigger | 5 |" in text
     assert "![CPU per poll and peak RSS against N](img/performance.png)" in text
     assert (tmp_path / "img" / "performance.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_deployment_benchmarks_dags_load():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from benchmarks.deployment_slots import SLOT_DAGS, WAIT_DAGS
+
+    bag = DagBag(str(REPO / "benchmarks" / "dags"))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {*SLOT_DAGS, *WAIT_DAGS}
