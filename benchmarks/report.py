@@ -137,17 +137,16 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
     floor_vs_rep = []
     for n in sorted({r["n"] for r in results}):
         by = {r["watcher"]: r for r in results if r["n"] == n}
-        if "floor" in by and "replicate-capped" in by:
-            floor_vs_rep.append(
-                f"{_fmt(_ratio(by['floor']['cpu_ms_per_poll'], by['replicate-capped']['cpu_ms_per_poll']))} "
-                f"at N = {n:,}"
-            )
+        best = _best_replicate(by)
+        if "floor" in by and best:
+            ratio = _ratio(by["floor"]["cpu_ms_per_poll"], by[best]["cpu_ms_per_poll"])
+            floor_vs_rep.append(f"{_fmt(ratio)}x at N = {n:,}")
     if floor_vs_rep:
         out += [
             "",
-            "The floor itself costs " + ", ".join(floor_vs_rep) + " of capped replicate's CPU per poll: where that "
-            "is above 0.2, no watcher within 1.5x of the floor can reach 0.2x replicate, and the trigger's ratio to "
-            "replicate is bounded by it.",
+            "The floor's own CPU per poll, against replicate's at its best setting: " + ", ".join(floor_vs_rep) + ". "
+            "Where that is above 0.2, even the floor does not reach 0.2x replicate, and a trigger within 1.5x of "
+            "the floor cannot either: that target is then out of reach by construction, not by the trigger's cost.",
         ]
     return out, misses
 
@@ -232,6 +231,10 @@ writes a profile of each watcher's child. What the trigger spent beyond the floo
   prediction it polls, headers and timeout once per connection.
 - **Lockstep.** The first sleep is 0.5-1.5 poll intervals, so triggers deferred together do not poll
   together.
+
+Before these changes, the same benchmark (polls every 5 s, 20-second predictions) measured the
+trigger at 2.1x the floor's CPU per poll at N = 1,000 and 3.2x at N = 10,000, where it could not
+keep up: 1.3 polls per prediction instead of 3.4, p95 detection delay 25 s.
 
 What is left above the floor is Airflow's own per-trigger objects (the trigger, its hook and their
 loggers), two log records per prediction, and the longer chain of coroutines each poll resumes."""

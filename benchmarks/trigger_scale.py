@@ -230,7 +230,10 @@ def child_main(args: argparse.Namespace) -> int:
     rss_before = _rss_kib()
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
-    asyncio.run(asyncio.wait_for(_watch(watcher, ids, args, seen), args.watch_timeout + 30))
+    try:
+        asyncio.run(asyncio.wait_for(_watch(watcher, ids, args, seen), args.watch_timeout + 30))
+    except TimeoutError:
+        seen.errors.append(f"the watch did not end within {args.watch_timeout + 30:g} s")
     wall = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -248,7 +251,7 @@ def child_main(args: argparse.Namespace) -> int:
     for _, (at, completed_at, _status) in seen.at.items():
         if completed_at:
             delays.append(at - datetime.fromisoformat(completed_at.replace("Z", "+00:00")).timestamp())
-    not_succeeded = sum(1 for (_, _, status) in seen.at.values() if status != "succeeded")
+    succeeded = sum(1 for (_, _, status) in seen.at.values() if status == "succeeded")
     result = {
         "watcher": watcher,
         "n": len(ids),
@@ -257,7 +260,8 @@ def child_main(args: argparse.Namespace) -> int:
         "rss_before_mib": rss_before / 1024,
         "peak_rss_mib": peak_kib / 1024,
         "gc_s": gc_time.total,
-        "errors": len(seen.errors) + not_succeeded + (len(ids) - len(seen.at) - len(seen.errors)),
+        # Every prediction not seen succeeding: errors raised, other outcomes, never seen at all.
+        "errors": len(ids) - succeeded,
         "error_samples": seen.errors[:5],
         "delays": delays,
     }

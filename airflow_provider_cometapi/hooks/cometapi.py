@@ -246,8 +246,8 @@ class CometAPIHook(BaseHook):
         The connection's settings, looked up on first use without blocking the event loop.
 
         Hooks on one event loop that need the same connection at the same time share one lookup
-        (in a triggerer each is a round trip to its supervisor); a later hook looks it up again,
-        so a changed connection is read.
+        (in a triggerer each is a round trip to its supervisor), and its answer serves the hooks
+        that ask in the next ``LOOKUP_REUSE_SECONDS``; after that a changed connection is read.
         """
         if self._settings is None:
             self._settings = await _shared_lookup(self)
