@@ -77,7 +77,9 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
     ]
     for r in results:
         out.append(
-            f"| {WATCHER_NAMES.get(r['watcher'], r['watcher'])} | {r['n']:,} | {_fmt(r['wall_s'], 1)} "
+            f"| {WATCHER_NAMES.get(r['watcher'], r['watcher'])}"
+            f"{' (did not finish: killed, CPU includes its imports)' if r.get('did_not_finish') else ''} "
+            f"| {r['n']:,} | {_fmt(r['wall_s'], 1)} "
             f"| {_fmt(r['cpu_s'])} | {_fmt(r['cpu_ms_per_poll'], 3)} | {_fmt(r['peak_rss_mib'], 0)} "
             f"| {_fmt(r['growth_mib_per_1000'], 1)} | {_fmt(r['polls_per_prediction'])} | {_fmt(r['delay_mean_s'])} "
             f"| {_fmt(r['delay_p95_s'])} | {_fmt(r.get('gc_s', float('nan')))} | {r['errors']:,} |"

@@ -333,6 +333,7 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
     if args.profile:
         command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
     env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
+    children_cpu = _children_cpu_seconds()
     with log_file.open("w") as log:
         child = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO
@@ -348,7 +349,13 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
             ids_file.write_text(json.dumps(ids))
             child.stdin.write(f"{ids_file}\n")
             child.stdin.flush()
-            code = child.wait(args.watch_timeout + 120)
+            try:
+                code = child.wait(args.watch_timeout + 60)
+            except subprocess.TimeoutExpired:
+                # Its own timeout did not end it (a loop too busy to cancel its waits): a collapse.
+                child.kill()
+                child.wait()
+                return _did_not_finish(emulator, watcher, n, args.watch_timeout + 60, children_cpu)
         finally:
             if child.poll() is None:
                 child.kill()
@@ -368,6 +375,37 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         delay_max_s=max(delays) if delays else float("nan"),
     )
     return result
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _did_not_finish(emulator: Any, watcher: str, n: int, waited: float, children_cpu: float) -> dict[str, Any]:
+    """A child killed after ``waited`` s: its whole CPU (imports too), the polls it made, all errors."""
+    polls = emulator.stats(detail=False)["polls"]
+    cpu = _children_cpu_seconds() - children_cpu
+    nan = float("nan")
+    return {
+        "watcher": watcher,
+        "n": n,
+        "wall_s": waited,
+        "cpu_s": cpu,
+        "rss_before_mib": nan,
+        "peak_rss_mib": nan,
+        "gc_s": nan,
+        "errors": n,
+        "error_samples": [f"did not finish within {waited:g} s; killed"],
+        "did_not_finish": True,
+        "polls": polls,
+        "polls_per_prediction": polls / n,
+        "cpu_ms_per_poll": 1000 * cpu / polls if polls else nan,
+        "growth_mib_per_1000": nan,
+        "delay_mean_s": nan,
+        "delay_p95_s": nan,
+        "delay_max_s": nan,
+    }
 
 
 def emulator_capacity(seconds: float) -> dict[str, Any]:
