@@ -84,6 +84,16 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
             f"| {_fmt(r['growth_mib_per_1000'], 1)} | {_fmt(r['polls_per_prediction'])} | {_fmt(r['delay_mean_s'])} "
             f"| {_fmt(r['delay_p95_s'])} | {_fmt(r.get('gc_s', float('nan')))} | {r['errors']:,} |"
         )
+    failed = [r for r in results if r["errors"]]
+    if failed:
+        out += ["", "Errors, with the first one reported:", ""]
+        for r in failed:
+            sample = (r.get("error_samples") or ["?"])[0].split(": ", 1)[-1].rstrip(": ") or "?"
+            out.append(
+                f"- {WATCHER_NAMES.get(r['watcher'], r['watcher'])} at N = {r['n']:,}: {r['errors']:,} of "
+                f"{r['n']:,} predictions not seen to succeed, {r['polls']:,} polls reached the emulator, "
+                f"{_fmt(r['cpu_s'], 1)} CPU s in {_fmt(r['wall_s'], 1)} s; `{sample}`."
+            )
     out += [
         "",
         f"![CPU per poll and peak RSS against N]({IMAGE})",

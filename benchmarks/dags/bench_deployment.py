@@ -4,6 +4,7 @@ for three ways, and one 1-second prediction with ``Prefer: wait`` against deferr
 from __future__ import annotations
 
 import datetime
+from datetime import timedelta
 
 from airflow.sdk import DAG
 
@@ -31,13 +32,16 @@ with DAG("bench_blocking", schedule=None, start_date=START, catchup=False):
         input=inputs("blocking")
     )
 
+# A rescheduled sensor can be marked up_for_retry when the executor's "success" for its last poke
+# arrives after it was queued again (apache/airflow#10790, still seen on 3.3): a few quick retries
+# ride that out; the page reports the tries.
 with DAG("bench_reschedule", schedule=None, start_date=START, catchup=False):
     created = CreatePredictionOperator.partial(task_id="create", model=MODEL, wait_for_completion=False).expand(
         input=inputs("reschedule")
     )
-    PredictionSensor.partial(task_id="sense", mode="reschedule", poke_interval=POLL, timeout=600, retries=3).expand(
-        prediction_id=created.output.map(lambda prediction: prediction["id"])
-    )
+    PredictionSensor.partial(
+        task_id="sense", mode="reschedule", poke_interval=POLL, timeout=600, retries=3, retry_delay=timedelta(seconds=2)
+    ).expand(prediction_id=created.output.map(lambda prediction: prediction["id"]))
 
 with DAG("bench_prefer_wait", schedule=None, start_date=START, catchup=False):
     CreatePredictionOperator(
