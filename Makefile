@@ -113,3 +113,37 @@ test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_BIN)/python -m pytest -q
 
 .PHONY: ui ui-screenshots test-oldest
+
+# --- Benchmarks (issue 7) ---------------------------------------------------------------------
+# `make bench`: a short run (100 predictions per watcher) into bench-output/. `make bench FULL=1`:
+# 100, 1,000 and 10,000 predictions, the emulator's capacity and the deployment benchmark
+# (PostgreSQL needed, as for `make e2e`), written to docs/performance.md and docs/img/.
+# The unit tier runs the benchmark at tiny N, so the tools go in with the test tools.
+BENCH_TOOLS := replicate==1.0.7 "matplotlib>=3.8" "pyinstrument>=4.6"
+BENCH_STAMP := $(VENV)/.bench-tools-installed
+FULL ?=
+ifeq ($(FULL),1)
+BENCH_OUT := docs
+BENCH_SCALE := --n 100 1000 10000 --poll-interval 10 --duration 30 --watch-timeout 150 --capacity-seconds 10
+BENCH_DEPLOYMENT := bench-output/deployment.json
+else
+BENCH_OUT := bench-output
+BENCH_SCALE := --n 100 --poll-interval 3 --duration 10
+BENCH_DEPLOYMENT :=
+endif
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP) Makefile
+	$(BIN)/pip install --quiet $(BENCH_TOOLS)
+	touch $@
+
+unit: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	mkdir -p bench-output
+	$(BIN)/python benchmarks/trigger_scale.py $(BENCH_SCALE) --json bench-output/trigger_scale.json
+	$(if $(BENCH_DEPLOYMENT),$(BIN)/python benchmarks/deployment_slots.py --json $(BENCH_DEPLOYMENT))
+	$(BIN)/python benchmarks/report.py --scale bench-output/trigger_scale.json \
+		$(if $(BENCH_DEPLOYMENT),--deployment $(BENCH_DEPLOYMENT)) \
+		--out $(BENCH_OUT)/performance.md --command "make bench$(if $(filter 1,$(FULL)), FULL=1)"

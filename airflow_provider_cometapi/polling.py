@@ -47,7 +47,10 @@ class PredictionWatch:
 
     :param deadline: absolute Unix time after which the wait ends with a ``timeout`` event;
         ``None`` waits as long as the prediction runs.
-    :param stream_logs: log the prediction's new log lines at each poll (else once, at the end).
+    :param stream_logs: log the prediction's new log lines at each poll, a record per line
+        (else once, at the end, as one record).
+    :param log_end: log the end (the terminal status, and without streaming the prediction's
+        log); else the caller logs it, in one record with the outcome, from ``end_log``.
     """
 
     prediction_id: str
@@ -60,6 +63,10 @@ class PredictionWatch:
     # False where the watch does not outlive one poll (a rescheduled sensor): the prediction's log
     # is then written once, when it ends, instead of from the start at every poke.
     stream_logs: bool = True
+    # False where the caller logs the outcome itself (the trigger): one record fewer per wait.
+    log_end: bool = True
+    # The prediction's log when it ended, where ``log_end`` is False and logs are not streamed.
+    end_log: str = field(default="", repr=False)
     polls: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,16 +79,23 @@ class PredictionWatch:
         self.failed_polls = 0
         if prediction.logs and (self.stream_logs or prediction.is_terminal):
             lines, self.log_offset = prediction.new_log_lines(self.log_offset)
-            for line in lines:
-                self.log.info("[%s] %s", prediction.id, line)
-        if prediction.status != self.last_status:
+            if self.stream_logs:
+                for line in lines:
+                    self.log.info("[%s] %s", prediction.id, line)
+            elif lines and self.log_end:
+                self.log.info("[%s] %s", prediction.id, "\n".join(lines))
+            elif lines:
+                # For the caller's one record of the outcome: thousands of waits in a triggerer
+                # would otherwise spend more on log records than on polling.
+                self.end_log = "\n".join(lines)
+        if prediction.status != self.last_status and (self.log_end or not prediction.is_terminal):
             self.log.info(
                 "Prediction %s: status %s%s.",
                 prediction.id,
                 prediction.status,
                 "" if prediction.is_known_status else " (a status this provider does not know; still waiting)",
             )
-            self.last_status = prediction.status
+        self.last_status = prediction.status
         if not prediction.is_terminal:
             return None
         return outcome_event(prediction)
@@ -104,8 +118,9 @@ class PredictionWatch:
         """Seconds to sleep before the next poll, or ``None`` when the deadline has passed."""
         interval = self.poll_interval
         if self.polls <= 1 and self.failed_polls == 0:
-            # Spread the first sleep so that many waits started together do not poll in lockstep.
-            interval *= random.uniform(0.5, 1.0)
+            # Spread the first sleep (around the interval, so polls per prediction stay the same)
+            # so that many waits started together do not poll in lockstep.
+            interval *= random.uniform(0.5, 1.5)
         if self.deadline is None:
             return interval
         remaining = self.deadline - time.time()

@@ -12,8 +12,10 @@ server's ``Retry-After`` advice, and stay within a bounded number of attempts an
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import tenacity
 
@@ -21,6 +23,8 @@ from airflow_provider_cometapi.exceptions import CometAPIError
 
 if TYPE_CHECKING:
     from airflow_provider_cometapi.api import ApiRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,56 @@ class RetryPolicy:
             "before_sleep": before_sleep,
             "reraise": True,
         }
+
+    def call(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], T]) -> T:
+        """
+        ``attempt()`` under this policy: tried once, and only a retryable failure builds the loop.
+
+        Nearly every call succeeds the first time; the tenacity machinery costs more than a
+        poll's own work, so it is set up only then. The failed first attempt counts as attempt 1
+        and its time against ``max_elapsed``, exactly as in ``retrying``. ``log`` returns the
+        logger for the retries, asked for only then.
+        """
+        started = time.monotonic()
+        try:
+            return attempt()
+        except Exception as error:
+            if not self._retry_after(error, request):
+                raise
+            first = error
+        replayed = [first]
+
+        def again() -> T:
+            if replayed:
+                raise replayed.pop()
+            return attempt()
+
+        return self._rest(started).retrying(request, log())(again)
+
+    async def acall(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], Awaitable[T]]) -> T:
+        """``call`` for a coroutine function: the same policy, the same single first try."""
+        started = time.monotonic()
+        try:
+            return await attempt()
+        except Exception as error:
+            if not self._retry_after(error, request):
+                raise
+            first = error
+        replayed = [first]
+
+        async def again() -> T:
+            if replayed:
+                raise replayed.pop()
+            return await attempt()
+
+        return await self._rest(started).async_retrying(request, log())(again)
+
+    def _retry_after(self, error: BaseException, request: ApiRequest) -> bool:
+        return self.max_attempts > 1 and self.should_retry(error, idempotent=request.idempotent)
+
+    def _rest(self, started: float) -> RetryPolicy:
+        """This policy with the time the first attempt took already spent."""
+        return replace(self, max_elapsed=max(0.0, self.max_elapsed - (time.monotonic() - started)))
 
     def retrying(self, request: ApiRequest, log: LoggerLike) -> tenacity.Retrying:
         """A tenacity loop for a blocking call: ``for attempt in policy.retrying(...)``."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from yarl import URL
 
 from airflow_provider_cometapi import __version__
 from airflow_provider_cometapi.api import (
@@ -37,7 +40,7 @@ from airflow_provider_cometapi.exceptions import (
     NotFoundError,
 )
 from airflow_provider_cometapi.models import ModelId, Prediction, validate_input
-from airflow_provider_cometapi.retry import RetryPolicy
+from airflow_provider_cometapi.retry import LoggerLike, RetryPolicy
 from airflow_provider_cometapi.storage import CHUNK_SIZE, decode_data_uri, extension_for, write_atomically
 
 if TYPE_CHECKING:
@@ -45,6 +48,13 @@ if TYPE_CHECKING:
 
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# A connection looked up by a hook on an event loop is reused by the hooks on that loop that ask
+# within this many seconds: triggers deferred in a burst then cost one lookup, and a changed
+# connection is read a few seconds later.
+LOOKUP_REUSE_SECONDS = 5.0
+# Connections one event loop keeps to the gateway, shared by every hook on it: thousands of
+# triggers in a triggerer then poll over a hundred keep-alive connections, not one each.
+MAX_CONNECTIONS_PER_LOOP = 100
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,15 @@ class CometAPISettings:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    @property
+    @cached_property
     def headers(self) -> dict[str, str]:
+        """Every API call's headers; built once (a dict the callers only read)."""
         return {**self.auth_headers, "Accept": "application/json", "User-Agent": USER_AGENT}
+
+    @cached_property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        """The async calls' timeout (a request that asks the gateway to hold it gets a longer one)."""
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout)
 
 
 def base_url_of(host: str | None, port: int | None = None) -> str:
@@ -189,10 +205,11 @@ class CometAPIHook(BaseHook):
     """
     Talks to CometAPI's Replicate-compatible prediction API.
 
-    Blocking methods use one ``requests`` session per hook; ``a*`` methods use one ``aiohttp``
-    session per hook and event loop, closed by ``aclose()`` (or ``async with hook``). The
-    connection is read once per hook. Every call follows the shared ``RetryPolicy`` and raises
-    the provider's errors (``airflow_provider_cometapi.exceptions``).
+    Blocking methods use one ``requests`` session per hook. ``a*`` methods use one ``aiohttp``
+    session per event loop, shared by every hook on it (at most ``MAX_CONNECTIONS_PER_LOOP``
+    connections); a hook holds it until ``aclose()`` (or ``async with hook``), and the last
+    one to let go closes it. The connection is read once per hook. Every call follows the
+    shared ``RetryPolicy`` and raises the provider's errors (``airflow_provider_cometapi.exceptions``).
 
     :param cometapi_conn_id: the Airflow connection (type ``cometapi``): the API key as its
         password, the base URL as its host (empty for ``https://api.cometapi.com``).
@@ -216,7 +233,10 @@ class CometAPIHook(BaseHook):
         self._retry_policy = retry_policy
         self._settings: CometAPISettings | None = None
         self._session: requests.Session | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._async_session: aiohttp.ClientSession | None = None
+        # The last prediction polled, its request and URL: a poll loop builds them once.
+        self._last_get: tuple[str, ApiRequest, URL] | None = None
 
     # --- Connection ---------------------------------------------------------------------
 
@@ -236,21 +256,27 @@ class CometAPIHook(BaseHook):
         return self._register(CometAPISettings.from_connection(conn, conn.extra_dejson, conn_id=conn_id))
 
     async def aget_settings(self) -> CometAPISettings:
-        """The connection's settings, looked up on first use without blocking the event loop."""
-        if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
+        """
+        The connection's settings, looked up on first use without blocking the event loop.
 
-            try:
-                conn = await get_async_connection(self.cometapi_conn_id, hook=self)
-            except AirflowNotFoundException as exc:
-                raise self._missing_connection() from exc
-            extra = await get_async_extra_dejson(conn)
-            # Airflow masks a connection's password when it is fetched; nothing blocking here.
-            self._settings = CometAPISettings.from_connection(conn, extra)
+        Hooks on one event loop that need the same connection at the same time share one lookup
+        (in a triggerer each is a round trip to its supervisor), and its answer serves the hooks
+        that ask in the next ``LOOKUP_REUSE_SECONDS``; after that a changed connection is read.
+        """
+        if self._settings is None:
+            self._settings = await _shared_lookup(self)
         return self._settings
+
+    async def _lookup_settings(self) -> CometAPISettings:
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+        try:
+            conn = await get_async_connection(self.cometapi_conn_id, hook=self)
+        except AirflowNotFoundException as exc:
+            raise self._missing_connection() from exc
+        extra = await get_async_extra_dejson(conn)
+        # Airflow masks a connection's password when it is fetched; nothing blocking here.
+        return CometAPISettings.from_connection(conn, extra)
 
     def _register(self, settings: CometAPISettings) -> CometAPISettings:
         from airflow.providers.common.compat.sdk import mask_secret
@@ -295,26 +321,18 @@ class CometAPIHook(BaseHook):
         session = self.get_conn()
         url = api_url(settings.base_url, request.path)
         timeout = (settings.connect_timeout, settings.read_timeout_for(request))
-        for attempt in (retry_policy or self.retry_policy).retrying(request, self.log):
-            with attempt:
-                try:
-                    response = session.request(
-                        request.method,
-                        url,
-                        json=request.json,
-                        headers={**settings.headers, **request.headers},
-                        timeout=timeout,
-                    )
-                except requests.RequestException as exc:
-                    raise _requests_error(exc, request, settings) from None
-                return read_response(
-                    request,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    conn_id=settings.conn_id,
-                )
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        headers = {**settings.headers, **request.headers}
+
+        def attempt() -> Any:
+            try:
+                response = session.request(request.method, url, json=request.json, headers=headers, timeout=timeout)
+            except requests.RequestException as exc:
+                raise _requests_error(exc, request, settings) from None
+            return read_response(
+                request, response.status_code, response.headers, response.content, conn_id=settings.conn_id
+            )
+
+        return (retry_policy or self.retry_policy).call(request, self._logger, attempt)
 
     def create_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
         """
@@ -430,40 +448,51 @@ class CometAPIHook(BaseHook):
 
     # --- Async calls ---------------------------------------------------------------------
 
-    def _async_session_for(self, settings: CometAPISettings) -> aiohttp.ClientSession:
-        """The hook's aiohttp session on the running loop, made on first use."""
-        session = self._async_session
+    def _logger(self) -> LoggerLike:
+        # Made on first use only: most hooks in a triggerer never log (no retries).
+        return self.log
+
+    def _async_session_for(self) -> aiohttp.ClientSession:
+        """The running loop's shared aiohttp session; this hook holds it until ``aclose()``."""
         loop = asyncio.get_running_loop()
-        if session is None or session.closed or getattr(session, "_loop", loop) is not loop:
-            session = aiohttp.ClientSession(
-                headers=settings.headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-                ),
-            )
-            self._async_session = session
+        session = self._async_session
+        if self._async_loop is loop and session is not None and not session.closed:
+            return session
+        if self._async_loop is not loop:
+            if self._async_loop is not None:
+                # Used on another loop before (asyncio.run twice): that loop's session cannot be
+                # awaited from here; if this hook was its last user, detach it (marks it closed).
+                stale = _drop_user(self._async_loop)
+                if stale is not None:
+                    stale.detach()
+            self._async_loop = loop
+            _SESSION_USERS[loop] = _SESSION_USERS.get(loop, 0) + 1
+        self._async_session = session = _session_of(loop)
         return session
 
-    async def _acall(self, request: ApiRequest) -> Any:
+    async def _acall(self, request: ApiRequest, url: URL | None = None) -> Any:
         settings = await self.aget_settings()
-        session = self._async_session_for(settings)
-        url = api_url(settings.base_url, request.path)
-        timeout = session.timeout
+        session = self._async_session_for()
+        if url is None:
+            url = URL(api_url(settings.base_url, request.path))
+        headers = {**settings.headers, **request.headers} if request.headers else settings.headers
+        timeout = settings.client_timeout
         if request.read_timeout_extra:
             timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout_for(request)
             )
-        async for attempt in self.retry_policy.async_retrying(request, self.log):
-            with attempt:
-                try:
-                    async with session.request(
-                        request.method, url, json=request.json, headers=request.headers, timeout=timeout
-                    ) as response:
-                        body = await response.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    raise _aiohttp_error(exc, request, settings) from None
-                return read_response(request, response.status, response.headers, body, conn_id=settings.conn_id)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+        async def attempt() -> Any:
+            try:
+                async with session.request(
+                    request.method, url, json=request.json, headers=headers, timeout=timeout
+                ) as response:
+                    body = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _aiohttp_error(exc, request, settings) from None
+            return read_response(request, response.status, response.headers, body, conn_id=settings.conn_id)
+
+        return await self.retry_policy.acall(request, self._logger, attempt)
 
     async def acreate_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
         """Async ``create_prediction``: same parameters, result and errors."""
@@ -473,7 +502,12 @@ class CometAPIHook(BaseHook):
 
     async def aget_prediction(self, prediction_id: str) -> Prediction:
         """Async ``get_prediction``: same parameters, result and errors."""
-        return Prediction.from_api(await self._acall(get_prediction_request(prediction_id)))
+        last = self._last_get
+        if last is None or last[0] != prediction_id:
+            settings = await self.aget_settings()
+            request = get_prediction_request(prediction_id)
+            last = self._last_get = (prediction_id, request, URL(api_url(settings.base_url, request.path)))
+        return Prediction.from_api(await self._acall(last[1], last[2]))
 
     async def acancel_prediction(self, prediction_id: str) -> Prediction | None:
         """Async ``cancel_prediction``: same parameters, result and errors."""
@@ -485,9 +519,14 @@ class CometAPIHook(BaseHook):
             return None
 
     async def aclose(self) -> None:
-        """Close the async session (the blocking one is closed by ``close()``)."""
-        session, self._async_session = self._async_session, None
-        if session is not None and not session.closed:
+        """
+        Let go of the event loop's shared session; the last hook to let go closes it.
+
+        The blocking session is closed by ``close()``.
+        """
+        loop, self._async_loop, self._async_session = self._async_loop, None, None
+        session = _drop_user(loop) if loop is not None else None
+        if session is not None:
             await session.close()
 
     async def __aenter__(self) -> CometAPIHook:
@@ -513,6 +552,69 @@ class CometAPIHook(BaseHook):
             request.subject,
             status,
         )
+
+
+# --- What hooks on one event loop share ----------------------------------------------------
+
+# One session per loop, with how many hooks hold it; weak keys, so a loop that is gone is forgotten.
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+_SESSION_USERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+# Connection lookups in flight per loop, by hook class and conn id.
+_LOOKUPS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[type, str], asyncio.Future[CometAPISettings]]
+] = weakref.WeakKeyDictionary()
+
+
+def _session_of(loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+    session = _SESSIONS.get(loop)
+    if session is None or session.closed:
+        # No default headers: the key goes with each request, so one session serves every
+        # connection (and key) used on the loop.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
+        _SESSIONS[loop] = session
+    return session
+
+
+def _drop_user(loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession | None:
+    """One hook fewer holds the loop's session; returns it, to be closed, when none does any more."""
+    users = _SESSION_USERS.get(loop, 0) - 1
+    if users > 0:
+        _SESSION_USERS[loop] = users
+        return None
+    _SESSION_USERS.pop(loop, None)
+    session = _SESSIONS.pop(loop, None)
+    return session if session is not None and not session.closed else None
+
+
+async def _shared_lookup(hook: CometAPIHook) -> CometAPISettings:
+    """
+    ``hook._lookup_settings()``, shared by the hooks of the running loop: a lookup in flight is
+    awaited once by all that ask for it, and its answer serves those that ask in the next
+    ``LOOKUP_REUSE_SECONDS``. A failed lookup is not reused.
+    """
+    loop = asyncio.get_running_loop()
+    lookups = _LOOKUPS.setdefault(loop, {})
+    key = (type(hook), hook.cometapi_conn_id)
+    shared = lookups.get(key)
+    if shared is None:
+        shared = asyncio.ensure_future(hook._lookup_settings())
+        lookups[key] = shared
+
+        def forget() -> None:
+            if lookups.get(key) is shared:
+                del lookups[key]
+
+        def answered(done: asyncio.Future[CometAPISettings]) -> None:
+            if done.cancelled() or done.exception() is not None:  # seen, so never "not retrieved"
+                forget()
+            else:
+                loop.call_later(LOOKUP_REUSE_SECONDS, forget)
+
+        shared.add_done_callback(answered)
+    if shared.done():
+        return shared.result()
+    # Shielded: one hook being cancelled must not cancel the lookup the others wait for.
+    return await asyncio.shield(shared)
 
 
 _TEST_CONNECTION_POLICY = RetryPolicy(max_attempts=2, max_elapsed=10.0)

@@ -19,9 +19,12 @@ class PredictionTrigger(BaseTrigger):
     """
     Poll a prediction until it ends, then fire exactly one event (its shape is below).
 
-    One hook, so one connection lookup and one HTTP session, serves the whole run. Transient
-    failures are retried by the hook's policy and tolerated for a few polls; persistent ones,
-    and anything unexpected, become an ``error`` event rather than a dead trigger.
+    One hook serves the whole run: one connection lookup, and the event loop's HTTP session
+    that every trigger in the triggerer shares. The prediction's log is written once, when it
+    ends. The first poll comes after 0.5 to 1.5 poll intervals, so that triggers deferred
+    together do not poll together. Transient failures are retried by the hook's policy and
+    tolerated for a few polls; persistent ones, and anything unexpected, become an ``error``
+    event rather than a dead trigger.
 
     :param prediction_id: the prediction to wait for.
     :param cometapi_conn_id: the CometAPI connection.
@@ -63,7 +66,11 @@ class PredictionTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the prediction ends, the deadline passes or polling keeps failing; yield one event."""
-        watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log)
+        # The outcome and the prediction's log are written once, in one record, at the end: with
+        # thousands of triggers, log records would otherwise cost more than the polls.
+        watch = PredictionWatch(
+            self.prediction_id, self.poll_interval, self.deadline, self.log, stream_logs=False, log_end=False
+        )
         self._hook = CometAPIHook(self.cometapi_conn_id)
         try:
             event = await await_prediction(self._hook, watch)
@@ -72,7 +79,10 @@ class PredictionTrigger(BaseTrigger):
             event = error_event(self.prediction_id, f"{type(error).__name__}: {error}")
         finally:
             await self.cleanup()
-        self.log.info(event["message"])
+        if watch.end_log:
+            self.log.info("%s Its log:\n%s", event["message"], watch.end_log)
+        else:
+            self.log.info(event["message"])
         yield TriggerEvent(event)
 
     async def cleanup(self) -> None:

@@ -5,9 +5,10 @@ Every code sample in the README and in docs/ is run, or checked against what it 
   makes real tasks), with the provider importable and ``cometapi_default`` leading to the
   test emulator; every DAG it made is validated and serialised as the dag-processor would.
   A block made only of snippet includes (``--8<--``) must include an existing example DAG.
-- ``bash``: each command is checked against what it names: make targets in the Makefile,
-  connections defined by ``AIRFLOW_CONN_*`` read through Airflow and the hook (and, for the
-  local emulator, tested with the Test button's call against a real emulator), ``airflow``
+- ``bash``: each command is checked against what it names: make targets (and ``VAR=value``
+  settings, ``?=`` variables) in the Makefile, connections defined by ``AIRFLOW_CONN_*`` read
+  through Airflow and the hook (and, for the local emulator, tested with the Test button's call
+  against a real emulator), ``airflow``
   commands parsed by Airflow's own CLI parser, ``cometapi-emulator`` flags and fault rules by
   the emulator's, ``pip install`` names and extras against pyproject.toml. A command the test
   does not know fails it, so a new kind of sample needs a check here.
@@ -191,7 +192,10 @@ def check_command(words: list[str], sample: Sample, monkeypatch: pytest.MonkeyPa
     program, args = words[0], words[1:]
     where = f"{sample.name}: {shlex.join(words)}"
     if program == "make":
-        missing = set(args) - make_targets()
+        settings = {arg.partition("=")[0] for arg in args if re.match(r"^[A-Z_][A-Z0-9_]*=", arg)}
+        unknown = {name for name in settings if not re.search(rf"^{name} \?=", MAKEFILE.read_text(), re.M)}
+        assert not unknown, f"{where}: the Makefile has no `?=` variable {unknown}"
+        missing = {arg for arg in args if "=" not in arg} - make_targets()
         assert not missing, f"{where}: no such make target {missing}"
     elif program == "pip":
         check_pip_install(args, where)
@@ -209,9 +213,12 @@ def check_command(words: list[str], sample: Sample, monkeypatch: pytest.MonkeyPa
         pytest.fail(f"{where}: this test does not know how to check `{program}`; add a check or mark the block")
 
 
+MAKEFILE = REPO / "Makefile"
+
+
 @cache
 def make_targets() -> frozenset[str]:
-    makefile = (REPO / "Makefile").read_text()
+    makefile = MAKEFILE.read_text()
     return frozenset(re.findall(r"^([a-z][a-z0-9_-]*):(?!=)", makefile, re.M))
 
 

@@ -129,3 +129,76 @@ async def test_async_loop_uses_the_same_policy():
                 raise failures.pop(0)
     assert attempts == 3
     assert isinstance(FAST.async_retrying(GET, log), tenacity.AsyncRetrying)
+
+
+# --- The fast path: one try, the loop only after a retryable failure ------------------------
+
+
+class Script:
+    """An attempt that fails with the scripted errors, then answers ``"ok"``; counts its calls."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+    async def coroutine(self) -> str:
+        return self()
+
+
+def no_loop_allowed(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the retry loop was built for a call that needed none")
+
+    monkeypatch.setattr(tenacity.Retrying, "__init__", refuse)
+    monkeypatch.setattr(tenacity.AsyncRetrying, "__init__", refuse)
+
+
+def test_call_that_succeeds_builds_no_loop_and_asks_for_no_logger(monkeypatch):
+    no_loop_allowed(monkeypatch)
+    script = Script()
+    assert FAST.call(GET, lambda: pytest.fail("logger asked for"), script) == "ok"
+    assert script.calls == 1
+
+
+async def test_acall_that_succeeds_builds_no_loop(monkeypatch):
+    no_loop_allowed(monkeypatch)
+    script = Script()
+    assert await FAST.acall(GET, lambda: pytest.fail("logger asked for"), script.coroutine) == "ok"
+    assert script.calls == 1
+
+
+def test_call_that_must_not_retry_raises_the_first_error_at_once(monkeypatch):
+    no_loop_allowed(monkeypatch)
+    script = Script(ERRORS["5xx"])
+    with pytest.raises(ServerError):
+        FAST.call(CREATE, lambda: log, script)  # a create after a 5xx may have cost money
+    assert script.calls == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_call_retries_as_the_loop_does(use_async, caplog):
+    script = Script(ERRORS["5xx"], ERRORS["timeout"], ERRORS["refused"])
+    with caplog.at_level(logging.WARNING, logger="test"):
+        if use_async:
+            assert await FAST.acall(GET, lambda: log, script.coroutine) == "ok"
+        else:
+            assert FAST.call(GET, lambda: log, script) == "ok"
+    assert script.calls == 4  # the first try counts as attempt 1 of max_attempts = 4
+    assert "attempt 2 of 4" in caplog.text and "attempt 4 of 4" in caplog.text
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_call_gives_up_after_max_attempts_with_the_last_error(use_async):
+    script = Script(*(ServerError(f"boom {i}", status_code=502) for i in range(10)))
+    with pytest.raises(ServerError, match="boom 3"):
+        if use_async:
+            await FAST.acall(GET, lambda: log, script.coroutine)
+        else:
+            FAST.call(GET, lambda: log, script)
+    assert script.calls == 4

@@ -24,7 +24,12 @@ from airflow_provider_cometapi.exceptions import (
     PredictionNotFoundError,
     ServerError,
 )
-from airflow_provider_cometapi.hooks.cometapi import USER_AGENT, CometAPIHook, base_url_of
+from airflow_provider_cometapi.hooks.cometapi import (
+    MAX_CONNECTIONS_PER_LOOP,
+    USER_AGENT,
+    CometAPIHook,
+    base_url_of,
+)
 from airflow_provider_cometapi.models import Prediction
 from tests.fixtures import FAST_RETRIES, set_connection
 
@@ -193,6 +198,70 @@ async def test_async_lookup_reads_the_same_settings(cometapi_conn):
     assert settings.base_url == cometapi_conn.base_url
     assert settings.api_key == cometapi_conn.api_key
     assert cometapi_conn.api_key not in repr(settings)
+
+
+# --- What hooks on one event loop share ------------------------------------------------
+
+
+async def test_hooks_on_one_loop_share_one_session_closed_by_the_last(cometapi_conn):
+    first, second = CometAPIHook(), CometAPIHook()
+    prediction = await first.acreate_prediction(SCHNELL, PROMPT)
+    await second.aget_prediction(prediction.id)
+    session = first._async_session
+    assert session is not None and session is second._async_session
+    assert session.connector.limit == MAX_CONNECTIONS_PER_LOOP
+    # The key goes with each request, so one session serves every connection on the loop.
+    assert "Authorization" not in session.headers
+    await first.aclose()
+    assert not session.closed  # the second hook still holds it
+    await second.aclose()
+    assert session.closed
+    async with CometAPIHook() as third:  # a new session once the last one is gone
+        await third.aget_prediction(prediction.id)
+        assert third._async_session is not session
+
+
+async def test_hooks_asking_together_share_one_connection_lookup(cometapi_conn, monkeypatch):
+    lookups = 0
+    original = CometAPIHook._lookup_settings
+
+    async def counting(self):
+        nonlocal lookups
+        lookups += 1
+        await asyncio.sleep(0.05)  # a round trip to the triggerer's supervisor
+        return await original(self)
+
+    monkeypatch.setattr(CometAPIHook, "_lookup_settings", counting)
+    hooks = [CometAPIHook() for _ in range(50)]
+    settings = await asyncio.gather(*(hook.aget_settings() for hook in hooks))
+    assert lookups == 1
+    assert all(s == settings[0] for s in settings)
+    assert settings[0].api_key == cometapi_conn.api_key
+    await CometAPIHook("cometapi_default").aget_settings()  # asked for again soon after: reused
+    assert lookups == 1
+
+
+async def test_a_failed_lookup_is_not_reused(cometapi_conn, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_COMETAPI_DEFAULT")
+    with pytest.raises(CometAPIConfigurationError, match="does not exist"):
+        await CometAPIHook().aget_settings()
+    set_connection(monkeypatch, cometapi_conn.connection_dict())
+    assert (await CometAPIHook().aget_settings()).base_url == cometapi_conn.base_url
+
+
+async def test_a_cancelled_hook_does_not_cancel_the_lookup_others_wait_for(cometapi_conn, monkeypatch):
+    original = CometAPIHook._lookup_settings
+
+    async def slow(self):
+        await asyncio.sleep(0.1)
+        return await original(self)
+
+    monkeypatch.setattr(CometAPIHook, "_lookup_settings", slow)
+    cancelled = asyncio.ensure_future(CometAPIHook().aget_settings())
+    waiting = asyncio.ensure_future(CometAPIHook().aget_settings())
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    assert (await waiting).api_key == cometapi_conn.api_key
 
 
 # --- Errors ----------------------------------------------------------------------------

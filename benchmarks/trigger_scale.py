@@ -1,0 +1,536 @@
+"""Thousands of predictions in flight in one event loop: PredictionTrigger against the official
+client and against the floor.
+
+For each N and each watcher, the emulator is reset and N predictions are created on it (each
+lasting ``--duration`` seconds). One child process per watcher, measured on its own, then
+watches all of them to completion in one asyncio event loop:
+
+- ``trigger``: N ``PredictionTrigger``s driven as the triggerer drives them (a task per trigger
+  running ``run()`` until its first event, then ``cleanup()``);
+- ``replicate``: the official ``replicate`` client (1.0.7) pointed at the emulator, one
+  ``async_get`` + ``async_wait()`` per prediction at the same poll interval;
+- ``replicate-capped``: the same client's ``async_reload()`` loop with at most ``--cap``
+  requests in flight (a semaphore), its best setting in one loop;
+- ``floor``: one shared aiohttp session doing only GET, parse, check status, sleep.
+
+The child reports CPU seconds (its own rusage, over the watch only), wall time, peak RSS and RSS
+growth, and when it saw each prediction end; the emulator counts the polls. Detection delay is
+the time from a prediction's ``completed_at`` (server clock) to the watcher seeing it (same
+machine, same clock).
+
+    .venv/bin/python benchmarks/trigger_scale.py --n 100 1000 --json bench-output/trigger_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WATCHERS = ("trigger", "floor", "replicate", "replicate-capped")
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+MODEL_PATH = "/replicate/v1/models/black-forest-labs/flux-schnell/predictions"
+API_KEY = "bench-key"
+# Connections per event loop for the floor, as the hook has (MAX_CONNECTIONS_PER_LOOP).
+FLOOR_CONNECTIONS = 100
+
+
+# --- The child: one watcher, measured on its own ----------------------------------------------
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _GcClock:
+    """Seconds spent in the garbage collector (a gc.callbacks hook)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._started
+
+
+class Seen:
+    """When the watcher saw each prediction end, with the server's completion time."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, tuple[float, str | None, str]] = {}
+        self.errors: list[str] = []
+
+    def done(self, prediction_id: str, status: str, completed_at: str | None) -> None:
+        self.at[prediction_id] = (time.time(), completed_at, status)
+
+    def failed(self, prediction_id: str, error: object) -> None:
+        self.errors.append(f"{prediction_id}: {error}")
+
+
+async def watch_triggers(ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
+    from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+
+    deadline = time.time() + args.watch_timeout
+
+    async def drive(trigger: PredictionTrigger) -> None:
+        # As the triggerer's run_trigger: iterate run(), take the first event, then cleanup().
+        try:
+            async for event in trigger.run():
+                payload = event.payload
+                prediction = payload.get("prediction") or {}
+                if payload["status"] in TERMINAL:
+                    seen.done(trigger.prediction_id, payload["status"], prediction.get("completed_at"))
+                else:
+                    seen.failed(trigger.prediction_id, payload.get("message"))
+                break
+        finally:
+            await trigger.cleanup()
+
+    triggers = [PredictionTrigger(pid, poll_interval=args.poll_interval, deadline=deadline) for pid in ids]
+    await asyncio.gather(*(asyncio.create_task(drive(t)) for t in triggers))
+
+
+async def watch_floor(ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {args.api_key}"}
+    connector = aiohttp.TCPConnector(limit=FLOOR_CONNECTIONS)
+    async with aiohttp.ClientSession(args.base_url, connector=connector, headers=headers) as session:
+
+        async def one(pid: str) -> None:
+            path = f"/replicate/v1/predictions/{pid}"
+            # The same de-synchronised first sleep as the trigger's, so both poll alike.
+            await asyncio.sleep(args.poll_interval * random.uniform(0.5, 1.5))
+            while True:
+                async with session.get(path) as response:
+                    body = await response.read()
+                prediction = json.loads(body)
+                if prediction["status"] in TERMINAL:
+                    seen.done(pid, prediction["status"], prediction.get("completed_at"))
+                    return
+                await asyncio.sleep(args.poll_interval)
+
+        await _gather_counting_errors(ids, one, seen)
+
+
+async def watch_replicate(ids: list[str], args: argparse.Namespace, seen: Seen, cap: int | None) -> None:
+    import replicate
+
+    client = replicate.Client(api_token=args.api_key, base_url=f"{args.base_url}/replicate")
+    client.poll_interval = args.poll_interval
+    limit = asyncio.Semaphore(cap) if cap else None
+
+    async def plain(pid: str) -> None:
+        prediction = await client.predictions.async_get(pid)
+        await prediction.async_wait()
+        seen.done(pid, prediction.status, prediction.completed_at)
+
+    async def capped(pid: str) -> None:
+        # async_wait()'s own loop, with every request under the semaphore.
+        assert limit is not None
+        async with limit:
+            prediction = await client.predictions.async_get(pid)
+        while prediction.status not in TERMINAL:
+            await asyncio.sleep(client.poll_interval)
+            async with limit:
+                await prediction.async_reload()
+        seen.done(pid, prediction.status, prediction.completed_at)
+
+    try:
+        await _gather_counting_errors(ids, capped if cap else plain, seen)
+    finally:
+        await client._async_client.aclose()
+
+
+async def _gather_counting_errors(ids: list[str], one: Any, seen: Seen) -> None:
+    async def guarded(pid: str) -> None:
+        try:
+            await one(pid)
+        except Exception as error:
+            seen.failed(pid, f"{type(error).__name__}: {error}")
+
+    await asyncio.gather(*(guarded(pid) for pid in ids))
+
+
+async def _watch(watcher: str, ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
+    if watcher == "trigger":
+        await watch_triggers(ids, args, seen)
+    elif watcher == "floor":
+        await watch_floor(ids, args, seen)
+    elif watcher == "replicate":
+        await watch_replicate(ids, args, seen, None)
+    elif watcher == "replicate-capped":
+        await watch_replicate(ids, args, seen, args.cap)
+    else:
+        raise ValueError(watcher)
+
+
+def _import_watcher(watcher: str) -> None:
+    """Imports outside the measurement: a triggerer has them loaded before its first trigger."""
+    if watcher == "trigger":
+        import airflow.providers.common.compat.connection
+        import airflow.sdk.execution_time.context  # noqa: F401
+
+        import airflow_provider_cometapi.triggers.prediction  # noqa: F401
+    elif watcher.startswith("replicate"):
+        import replicate  # noqa: F401
+    import aiohttp  # noqa: F401
+
+
+def child_main(args: argparse.Namespace) -> int:
+    watcher = args.child
+    _import_watcher(watcher)
+    # Ready: the parent creates the predictions now and answers with the file of their ids.
+    print("ready", flush=True)
+    # From here on stdout (logs included) goes where stderr goes: nobody reads the pipe.
+    os.dup2(2, 1)
+    ids_file = sys.stdin.readline().strip()
+    ids = json.loads(Path(ids_file).read_text())
+    seen = Seen()
+    profiler: Any = None
+    if args.profile and args.profiler == "cprofile":
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    elif args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="disabled")
+        profiler.start()
+    gc_time = _GcClock()
+    gc.callbacks.append(gc_time)
+    rss_before = _rss_kib()
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
+    try:
+        asyncio.run(asyncio.wait_for(_watch(watcher, ids, args, seen), args.watch_timeout + 30))
+    except TimeoutError:
+        seen.errors.append(f"the watch did not end within {args.watch_timeout + 30:g} s")
+    wall = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if profiler is not None and args.profiler == "cprofile":
+        import pstats
+
+        profiler.disable()
+        with open(args.profile, "w") as out:
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
+    elif profiler is not None:
+        profiler.stop()
+        Path(args.profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    delays = []
+    for _, (at, completed_at, _status) in seen.at.items():
+        if completed_at:
+            delays.append(at - datetime.fromisoformat(completed_at.replace("Z", "+00:00")).timestamp())
+    succeeded = sum(1 for (_, _, status) in seen.at.values() if status == "succeeded")
+    result = {
+        "watcher": watcher,
+        "n": len(ids),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before_mib": rss_before / 1024,
+        "peak_rss_mib": peak_kib / 1024,
+        "gc_s": gc_time.total,
+        # Every prediction not seen succeeding: errors raised, other outcomes, never seen at all.
+        "errors": len(ids) - succeeded,
+        "error_samples": seen.errors[:5],
+        "delays": delays,
+    }
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+# --- The parent: emulator, predictions, one child per watcher ----------------------------------
+
+
+def _pin(pid: int, cpu: int | None) -> None:
+    if cpu is None or not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(pid, {cpu})
+
+
+async def _create(base_url: str, count: int, duration: float, concurrency: int = 32) -> list[str]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    ids: list[str] = []
+    todo = iter(range(count))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in todo:
+            body = {"input": {"prompt": f"bench {i}", "_emulator": {"duration": duration, "starting_for": 0.5}}}
+            async with session.post(MODEL_PATH, json=body) as response:
+                answer = await response.json()
+                if response.status != 201:
+                    raise RuntimeError(f"create answered {response.status}: {answer}")
+                ids.append(answer["id"])
+
+    async with aiohttp.ClientSession(base_url, headers=headers) as session:
+        await asyncio.gather(*(worker(session) for _ in range(min(concurrency, count))))
+    return ids
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    emulator.reset()
+    ids_file = workdir / f"ids-{watcher}-{n}.json"
+    result_file = workdir / f"result-{watcher}-{n}.json"
+    log_file = workdir / f"child-{watcher}-{n}.log"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        watcher,
+        "--result",
+        str(result_file),
+        "--base-url",
+        emulator.base_url,
+        "--api-key",
+        API_KEY,
+        "--poll-interval",
+        str(args.poll_interval),
+        "--watch-timeout",
+        str(args.watch_timeout),
+        "--cap",
+        str(args.cap),
+    ]
+    if args.profile:
+        command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
+    env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
+    children_cpu = _children_cpu_seconds()
+    with log_file.open("w") as log:
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO
+        )
+        try:
+            _pin(child.pid, args.client_cpu)
+            assert child.stdout is not None
+            assert child.stdin is not None
+            if child.stdout.readline().strip() != "ready":
+                child.wait(30)
+                raise RuntimeError(f"{watcher} child did not start; see {log_file}:\n{log_file.read_text()[-3000:]}")
+            ids = asyncio.run(_create(emulator.base_url, n, args.duration))
+            ids_file.write_text(json.dumps(ids))
+            child.stdin.write(f"{ids_file}\n")
+            child.stdin.flush()
+            try:
+                code = child.wait(args.watch_timeout + 60)
+            except subprocess.TimeoutExpired:
+                # Its own timeout did not end it (a loop too busy to cancel its waits): a collapse.
+                child.kill()
+                child.wait()
+                return _did_not_finish(emulator, watcher, n, args.watch_timeout + 60, children_cpu)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    if code != 0 or not result_file.exists():
+        raise RuntimeError(f"{watcher} child exited {code}; see {log_file}:\n{log_file.read_text()[-3000:]}")
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    polls = emulator.stats(detail=False)["polls"]
+    delays = result.pop("delays")
+    result.update(
+        polls=polls,
+        polls_per_prediction=polls / n,
+        cpu_ms_per_poll=1000 * result["cpu_s"] / polls if polls else float("nan"),
+        growth_mib_per_1000=(result["peak_rss_mib"] - result["rss_before_mib"]) * 1000 / n,
+        delay_mean_s=statistics.fmean(delays) if delays else float("nan"),
+        delay_p95_s=_percentile(delays, 0.95),
+        delay_max_s=max(delays) if delays else float("nan"),
+    )
+    return result
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _did_not_finish(emulator: Any, watcher: str, n: int, waited: float, children_cpu: float) -> dict[str, Any]:
+    """A child killed after ``waited`` s: its whole CPU (imports too), the polls it made, all errors."""
+    polls = emulator.stats(detail=False)["polls"]
+    cpu = _children_cpu_seconds() - children_cpu
+    nan = float("nan")
+    return {
+        "watcher": watcher,
+        "n": n,
+        "wall_s": waited,
+        "cpu_s": cpu,
+        "rss_before_mib": nan,
+        "peak_rss_mib": nan,
+        "gc_s": nan,
+        "errors": n,
+        "error_samples": [f"did not finish within {waited:g} s; killed"],
+        "did_not_finish": True,
+        "polls": polls,
+        "polls_per_prediction": polls / n,
+        "cpu_ms_per_poll": 1000 * cpu / polls if polls else nan,
+        "growth_mib_per_1000": nan,
+        "delay_mean_s": nan,
+        "delay_p95_s": nan,
+        "delay_max_s": nan,
+    }
+
+
+def emulator_capacity(seconds: float) -> dict[str, Any]:
+    """The emulator's own limit (polls/s on one core), from benchmarks/emulator_throughput.py."""
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "emulator_throughput.py"),
+        "--predictions",
+        "10000",
+        "--concurrency",
+        "64",
+        "--client",
+        "raw",
+        "--seconds",
+        str(seconds),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO).stdout
+    line = next(line for line in output.splitlines() if line.startswith("polls:"))
+    rate = float(line.split("=")[1].split("polls/s")[0])
+    return {"polls_per_s": rate, "line": line}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else float("nan")
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'watcher':<17}{'N':>7}{'wall s':>8}{'CPU s':>8}{'CPU ms/poll':>12}{'peak RSS MiB':>13}"
+        f"{'MiB/1000':>9}{'polls/pred':>11}{'delay mean':>11}{'p95':>7}{'errors':>7}"
+    )
+    print(head)
+    for r in results:
+        print(
+            f"{r['watcher']:<17}{r['n']:>7}{r['wall_s']:>8.1f}{r['cpu_s']:>8.2f}{r['cpu_ms_per_poll']:>12.3f}"
+            f"{r['peak_rss_mib']:>13.1f}{r['growth_mib_per_1000']:>9.1f}{r['polls_per_prediction']:>11.2f}"
+            f"{r['delay_mean_s']:>11.2f}{r['delay_p95_s']:>7.2f}{r['errors']:>7}"
+        )
+    print()
+    print(
+        f"{'ratios':<17}{'N':>7}{'CPU/poll vs floor':>19}{'vs replicate':>14}{'vs capped':>11}{'growth vs floor':>17}"
+    )
+    for n in sorted({r["n"] for r in results}):
+        by = {r["watcher"]: r for r in results if r["n"] == n}
+        if "trigger" not in by:
+            continue
+        t = by["trigger"]
+
+        def cpu(name: str, t: dict[str, Any] = t, by: dict[str, Any] = by) -> float:
+            return _ratio(t["cpu_ms_per_poll"], by[name]["cpu_ms_per_poll"]) if name in by else float("nan")
+
+        growth = _ratio(t["growth_mib_per_1000"], by["floor"]["growth_mib_per_1000"]) if "floor" in by else float("nan")
+        print(
+            f"{'trigger':<17}{n:>7}{cpu('floor'):>19.2f}{cpu('replicate'):>14.2f}"
+            f"{cpu('replicate-capped'):>11.2f}{growth:>17.2f}"
+        )
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    from airflow_provider_cometapi.emulator.testing import EmulatorProcess
+
+    results: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "poll_interval_s": args.poll_interval,
+        "duration_s": args.duration,
+        "cap": args.cap,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "results": results,
+    }
+    if args.capacity_seconds > 0:
+        report["emulator_capacity"] = emulator_capacity(args.capacity_seconds)
+        print(f"emulator capacity: {report['emulator_capacity']['line']}")
+    with (
+        tempfile.TemporaryDirectory(prefix="trigger-scale-") as tmp,
+        EmulatorProcess(api_key=API_KEY, duration=args.duration, starting_for=0.5) as emulator,
+    ):
+        assert emulator.pid is not None
+        _pin(emulator.pid, args.server_cpu)
+        for n in args.n:
+            for watcher in args.watchers:
+                result = run_one(emulator, watcher, n, args, Path(tmp))
+                results.append(result)
+                print(
+                    f"{watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll, "
+                    f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
+                    f"GC {result['gc_s']:.2f} s, "
+                    f"{result['errors']} errors",
+                    flush=True,
+                )
+    print()
+    print_table(results)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--n", type=int, nargs="+", default=[100], help="predictions in flight, one run each (default 100)")
+    p.add_argument("--watchers", nargs="+", choices=WATCHERS, default=list(WATCHERS), help="default: all four")
+    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds each prediction runs (default 20)")
+    p.add_argument("--cap", type=int, default=100, help="requests in flight for replicate-capped (default 100)")
+    p.add_argument("--watch-timeout", type=float, default=300.0, help="give up watching after (default 300 s)")
+    p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--profile", help="folder for a pyinstrument profile of each child")
+    p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument", help="for --profile")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU for the emulator (default 0)")
+    p.add_argument("--client-cpu", type=int, default=1, help="CPU for the watchers (default 1)")
+    # The child's side (internal).
+    p.add_argument("--child", choices=WATCHERS, help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--base-url", help=argparse.SUPPRESS)
+    p.add_argument("--api-key", default=API_KEY, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return child_main(args) if args.child else parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
