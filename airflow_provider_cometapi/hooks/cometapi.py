@@ -110,10 +110,18 @@ class CometAPISettings:
         """Every API call's headers; built once (a dict the callers only read)."""
         return {**self.auth_headers, "Accept": "application/json", "User-Agent": USER_AGENT}
 
+    def client_timeout_for(self, request: ApiRequest) -> aiohttp.ClientTimeout:
+        """``read_timeout_for`` as an async call's timeout; the common one is built once."""
+        if request.read_timeout_extra:
+            return self._client_timeout(self.read_timeout_for(request))
+        return self._plain_client_timeout
+
     @cached_property
-    def client_timeout(self) -> aiohttp.ClientTimeout:
-        """The async calls' timeout (a request that asks the gateway to hold it gets a longer one)."""
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+    def _plain_client_timeout(self) -> aiohttp.ClientTimeout:
+        return self._client_timeout(self.read_timeout)
+
+    def _client_timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=read_timeout)
 
 
 def base_url_of(host: str | None, port: int | None = None) -> str:
@@ -476,11 +484,7 @@ class CometAPIHook(BaseHook):
         if url is None:
             url = URL(api_url(settings.base_url, request.path))
         headers = {**settings.headers, **request.headers} if request.headers else settings.headers
-        timeout = settings.client_timeout
-        if request.read_timeout_extra:
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout_for(request)
-            )
+        timeout = settings.client_timeout_for(request)
 
         async def attempt() -> Any:
             try:
