@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from _shared import percentile, pin  # beside this script
 from yarl import URL
 
 from airflow_provider_cometapi.emulator.testing import EmulatorProcess
@@ -30,17 +31,6 @@ from airflow_provider_cometapi.emulator.testing import EmulatorProcess
 class Tally:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-
-
-def _pin(pid: int, cpu: int) -> bool:
-    """Pin ``pid`` (0 = this process) to ``cpu``; False where that is not possible."""
-    if not hasattr(os, "sched_setaffinity"):
-        return False
-    try:
-        os.sched_setaffinity(pid, {cpu})
-    except OSError:
-        return False
-    return True
 
 
 async def _create_all(session: aiohttp.ClientSession, base: str, count: int, concurrency: int) -> list[str]:
@@ -148,13 +138,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))
-    return sorted_values[index]
-
-
 async def _run(emu: EmulatorProcess, args: argparse.Namespace) -> Tally:
     connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
     headers = {"Authorization": f"Bearer {emu.api_key}"}
@@ -189,7 +172,7 @@ async def _run(emu: EmulatorProcess, args: argparse.Namespace) -> Tally:
     lat = sorted(tally.latencies)
     print(
         f"polls: {polls} in {tally_time:.2f} s = {polls / tally_time:.0f} polls/s; "
-        f"latency p50 {_percentile(lat, 0.5) * 1000:.2f} ms, p95 {_percentile(lat, 0.95) * 1000:.2f} ms, "
+        f"latency p50 {percentile(lat, 0.5) * 1000:.2f} ms, p95 {percentile(lat, 0.95) * 1000:.2f} ms, "
         f"mean {statistics.fmean(lat) * 1000 if lat else float('nan'):.2f} ms; errors {tally.errors}"
     )
     if server_cpu is not None and server_end is not None:
@@ -236,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     # Long duration: every prediction stays `processing` for the whole run.
     with EmulatorProcess(api_key="bench-key", duration=3600.0, starting_for=0.0, extra_args=args.emulator_arg) as emu:
         assert emu.pid is not None
-        pinned_server = _pin(emu.pid, args.server_cpu)
-        pinned_client = _pin(0, args.client_cpu)
+        pinned_server = pin(emu.pid, args.server_cpu)
+        pinned_client = pin(0, args.client_cpu)
         print(
             f"emulator pid {emu.pid} at {emu.base_url}; CPUs available {os.cpu_count()}; "
             f"server on CPU {args.server_cpu if pinned_server else 'any'}, "

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _shared import ratio, trigger_ratios  # beside this script
+
 WATCHER_NAMES = {
     "trigger": "PredictionTrigger",
     "floor": "floor (raw aiohttp loop)",
@@ -24,10 +26,6 @@ IMAGE = "img/performance.png"
 
 def _fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) and not math.isnan(a) else float("nan")
 
 
 def _verdict(ok: bool | None) -> str:
@@ -113,13 +111,15 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
         if t is None:
             continue
 
-        def cpu_vs(name: str, t: dict[str, Any] = t, by: dict[str, Any] = by) -> float:
-            return _ratio(t["cpu_ms_per_poll"], by[name]["cpu_ms_per_poll"]) if name in by else float("nan")
-
-        vs_floor, vs_plain, vs_capped = cpu_vs("floor"), cpu_vs("replicate"), cpu_vs("replicate-capped")
-        growth = _ratio(t["growth_mib_per_1000"], by["floor"]["growth_mib_per_1000"]) if "floor" in by else math.nan
+        ratios = trigger_ratios(by)
+        vs_floor, vs_plain, vs_capped, growth = (
+            ratios["floor"],
+            ratios["replicate"],
+            ratios["replicate-capped"],
+            ratios["growth"],
+        )
         best = _best_replicate(by)
-        vs_best = cpu_vs(best) if best else float("nan")
+        vs_best = ratios[best] if best else float("nan")
         checks = {
             "CPU/poll ≤ 1.5x the floor": None if math.isnan(vs_floor) else vs_floor <= 1.5,
             f"CPU/poll ≤ 0.2x replicate at its best setting ({best})": None if math.isnan(vs_best) else vs_best <= 0.2,
@@ -151,8 +151,8 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
         by = {r["watcher"]: r for r in results if r["n"] == n}
         best = _best_replicate(by)
         if "floor" in by and best:
-            ratio = _ratio(by["floor"]["cpu_ms_per_poll"], by[best]["cpu_ms_per_poll"])
-            floor_vs_rep.append(f"{_fmt(ratio)}x at N = {n:,}")
+            floor_share = ratio(by["floor"]["cpu_ms_per_poll"], by[best]["cpu_ms_per_poll"])
+            floor_vs_rep.append(f"{_fmt(floor_share)}x at N = {n:,}")
     if floor_vs_rep:
         out += [
             "",

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
-import math
 import os
 import random
 import resource
@@ -40,6 +38,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _shared import percentile, pin, trigger_ratios  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 WATCHERS = ("trigger", "floor", "replicate", "replicate-capped")
@@ -272,13 +272,6 @@ def child_main(args: argparse.Namespace) -> int:
 # --- The parent: emulator, predictions, one child per watcher ----------------------------------
 
 
-def _pin(pid: int, cpu: int | None) -> None:
-    if cpu is None or not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
-        return
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(pid, {cpu})
-
-
 async def _create(base_url: str, count: int, duration: float, concurrency: int = 32) -> list[str]:
     import aiohttp
 
@@ -298,13 +291,6 @@ async def _create(base_url: str, count: int, duration: float, concurrency: int =
     async with aiohttp.ClientSession(base_url, headers=headers) as session:
         await asyncio.gather(*(worker(session) for _ in range(min(concurrency, count))))
     return ids
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -339,7 +325,7 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO
         )
         try:
-            _pin(child.pid, args.client_cpu)
+            pin(child.pid, args.client_cpu)
             assert child.stdout is not None
             assert child.stdin is not None
             if child.stdout.readline().strip() != "ready":
@@ -371,7 +357,7 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         cpu_ms_per_poll=1000 * result["cpu_s"] / polls if polls else float("nan"),
         growth_mib_per_1000=(result["peak_rss_mib"] - result["rss_before_mib"]) * 1000 / n,
         delay_mean_s=statistics.fmean(delays) if delays else float("nan"),
-        delay_p95_s=_percentile(delays, 0.95),
+        delay_p95_s=percentile(delays, 0.95),
         delay_max_s=max(delays) if delays else float("nan"),
     )
     return result
@@ -428,10 +414,6 @@ def emulator_capacity(seconds: float) -> dict[str, Any]:
     return {"polls_per_s": rate, "line": line}
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else float("nan")
-
-
 def print_table(results: list[dict[str, Any]]) -> None:
     head = (
         f"{'watcher':<17}{'N':>7}{'wall s':>8}{'CPU s':>8}{'CPU ms/poll':>12}{'peak RSS MiB':>13}"
@@ -452,15 +434,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
         by = {r["watcher"]: r for r in results if r["n"] == n}
         if "trigger" not in by:
             continue
-        t = by["trigger"]
-
-        def cpu(name: str, t: dict[str, Any] = t, by: dict[str, Any] = by) -> float:
-            return _ratio(t["cpu_ms_per_poll"], by[name]["cpu_ms_per_poll"]) if name in by else float("nan")
-
-        growth = _ratio(t["growth_mib_per_1000"], by["floor"]["growth_mib_per_1000"]) if "floor" in by else float("nan")
+        r = trigger_ratios(by)
         print(
-            f"{'trigger':<17}{n:>7}{cpu('floor'):>19.2f}{cpu('replicate'):>14.2f}"
-            f"{cpu('replicate-capped'):>11.2f}{growth:>17.2f}"
+            f"{'trigger':<17}{n:>7}{r['floor']:>19.2f}{r['replicate']:>14.2f}"
+            f"{r['replicate-capped']:>11.2f}{r['growth']:>17.2f}"
         )
 
 
@@ -485,7 +462,7 @@ def parent_main(args: argparse.Namespace) -> int:
         EmulatorProcess(api_key=API_KEY, duration=args.duration, starting_for=0.5) as emulator,
     ):
         assert emulator.pid is not None
-        _pin(emulator.pid, args.server_cpu)
+        pin(emulator.pid, args.server_cpu)
         for n in args.n:
             for watcher in args.watchers:
                 result = run_one(emulator, watcher, n, args, Path(tmp))
