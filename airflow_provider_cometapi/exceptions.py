@@ -47,6 +47,14 @@ class InvalidPredictionIdError(CometAPIError, ValueError):
     """A prediction id that cannot be one (empty, or with characters ids never have)."""
 
 
+class InvalidParameterError(CometAPIError, ValueError):
+    """An operator, sensor or trigger argument that cannot work (a timeout of 0, an interval of NaN)."""
+
+
+class InvalidDestinationError(InvalidParameterError):
+    """A storage destination that is empty, relative, not a path or URI, or cannot hold a worker's files."""
+
+
 class InvalidInputError(CometAPIError, ValueError):
     """
     The prediction input is invalid, found locally or answered by the API with HTTP 422.
@@ -144,6 +152,26 @@ class GatewayResponseError(ServerError):
     """An answer that is not the API's JSON (an HTML error page, truncated or malformed JSON)."""
 
 
+class IncompleteDownloadError(GatewayResponseError):
+    """Fewer bytes arrived than the file host announced; the download is retried."""
+
+
+class ResponseTooLargeError(GatewayResponseError):
+    """An answer larger than the provider reads; the same request would get the same answer."""
+
+    transient = False
+
+    def __init__(self, message: str, *, status_code: int, limit: int) -> None:
+        super().__init__(message, status_code=status_code)
+        self.limit = limit
+
+
+class UnexpectedPredictionError(GatewayResponseError):
+    """An answered prediction whose id is not an id, or not the one asked for: it is never used."""
+
+    transient = False
+
+
 # --- Outcomes of a prediction -------------------------------------------------------------
 
 
@@ -164,8 +192,58 @@ class PredictionTimeoutError(CometAPIError):
         self.prediction_id = prediction_id
 
 
+class PredictionWaitError(CometAPIError):
+    """Waiting broke: polling the prediction kept failing; the prediction may still be running."""
+
+    def __init__(self, message: str, *, prediction_id: str) -> None:
+        super().__init__(message)
+        self.prediction_id = prediction_id
+
+
+class UnexpectedEventError(CometAPIError):
+    """A trigger event that this provider did not make (a bug, or a trigger of another version)."""
+
+
+# --- Storing outputs ----------------------------------------------------------------------
+
+
 class OutputExpiredError(CometAPIError):
     """The prediction's output files were removed (about an hour after it finished)."""
+
+
+class PredictionNotStorableError(CometAPIError):
+    """The prediction has not succeeded, or succeeded without outputs: there is nothing to store."""
+
+
+class UnsupportedOutputURLError(CometAPIError):
+    """An output URL whose scheme is not ``http``, ``https`` or ``data``; never fetched."""
+
+    def __init__(self, message: str, *, scheme: str) -> None:
+        super().__init__(message)
+        self.scheme = scheme
+
+
+class MalformedOutputError(CometAPIError):
+    """A ``data:`` output that cannot be decoded."""
+
+
+class OutputTooLargeError(CometAPIError):
+    """
+    An output over the connection's ``max_output_bytes``; nothing is left at its final path.
+
+    :ivar url: the output (without its query); :ivar size: its size as announced or as read so
+        far; :ivar limit: the bound.
+    """
+
+    def __init__(self, message: str, *, url: str, size: int | None, limit: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.size = size
+        self.limit = limit
+
+
+class UnsafeOutputPathError(CometAPIError):
+    """A file name that would place an output outside the destination; nothing is written."""
 
 
 class DestinationNotWritableError(CometAPIError):

@@ -76,6 +76,17 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "How long to wait to open a connection to the gateway.",
                         "schema": {"type": ["number", "null"], "default": 10, "minimum": 1},
                     },
+                    "download_timeout": {
+                        "label": "Download timeout (seconds)",
+                        "description": "The most one output download may take, from connecting to the last byte.",
+                        "schema": {"type": ["number", "null"], "default": 300, "minimum": 1},
+                    },
+                    "max_output_bytes": {
+                        "label": "Largest output (bytes)",
+                        "description": "An output file larger than this fails the task and is not stored "
+                        "(default 100 MiB).",
+                        "schema": {"type": ["integer", "null"], "default": 104857600, "minimum": 1},
+                    },
                     "max_retries": {
                         "label": "Retries per request",
                         "description": "Retries of a request after a transient failure (429, 5xx, "

@@ -78,7 +78,7 @@ class PredictionWatch:
         self.polls += 1
         self.failed_polls = 0
         if prediction.logs and (self.stream_logs or prediction.is_terminal):
-            lines, self.log_offset = prediction.new_log_lines(self.log_offset)
+            lines, self.log_offset = prediction.new_log_lines(self.log_offset)[:2]
             if self.stream_logs:
                 for line in lines:
                     self.log.info("[%s] %s", prediction.id, line)

@@ -87,14 +87,22 @@ class RetryPolicy:
             "reraise": True,
         }
 
-    def call(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], T]) -> T:
+    def call(
+        self,
+        request: ApiRequest,
+        log: Callable[[], LoggerLike],
+        attempt: Callable[[], T],
+        *,
+        deadline: float | None = None,
+    ) -> T:
         """
         ``attempt()`` under this policy: tried once, and only a retryable failure builds the loop.
 
         Nearly every call succeeds the first time; the tenacity machinery costs more than a
         poll's own work, so it is set up only then. The failed first attempt counts as attempt 1
         and its time against ``max_elapsed``, exactly as in ``retrying``. ``log`` returns the
-        logger for the retries, asked for only then.
+        logger for the retries, asked for only then. ``deadline`` (absolute Unix time) shortens
+        ``max_elapsed`` so that no retry waits past it.
         """
         started = time.monotonic()
         try:
@@ -110,9 +118,16 @@ class RetryPolicy:
                 raise replayed.pop()
             return attempt()
 
-        return self._rest(started).retrying(request, log())(again)
+        return self._rest(started, deadline).retrying(request, log())(again)
 
-    async def acall(self, request: ApiRequest, log: Callable[[], LoggerLike], attempt: Callable[[], Awaitable[T]]) -> T:
+    async def acall(
+        self,
+        request: ApiRequest,
+        log: Callable[[], LoggerLike],
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+    ) -> T:
         """``call`` for a coroutine function: the same policy, the same single first try."""
         started = time.monotonic()
         try:
@@ -128,14 +143,17 @@ class RetryPolicy:
                 raise replayed.pop()
             return await attempt()
 
-        return await self._rest(started).async_retrying(request, log())(again)
+        return await self._rest(started, deadline).async_retrying(request, log())(again)
 
     def _retry_after(self, error: BaseException, request: ApiRequest) -> bool:
         return self.max_attempts > 1 and self.should_retry(error, idempotent=request.idempotent)
 
-    def _rest(self, started: float) -> RetryPolicy:
-        """This policy with the time the first attempt took already spent."""
-        return replace(self, max_elapsed=max(0.0, self.max_elapsed - (time.monotonic() - started)))
+    def _rest(self, started: float, deadline: float | None) -> RetryPolicy:
+        """This policy with the time the first attempt took already spent, ending by ``deadline``."""
+        left = self.max_elapsed - (time.monotonic() - started)
+        if deadline is not None:
+            left = min(left, deadline - time.time())
+        return replace(self, max_elapsed=max(0.0, left))
 
     def retrying(self, request: ApiRequest, log: LoggerLike) -> tenacity.Retrying:
         """A tenacity loop for a blocking call: ``for attempt in policy.retrying(...)``."""

@@ -17,17 +17,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from airflow_provider_cometapi.exceptions import CometAPIError, GatewayResponseError
+from airflow_provider_cometapi.exceptions import CometAPIError, IncompleteDownloadError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 _EXTENSIONS = {"image/webp": "webp", "image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif"}
 CHUNK_SIZE = 256 * 1024
-
-
-class IncompleteDownloadError(GatewayResponseError):
-    """Fewer or more bytes arrived than the file host announced; the download is retried."""
 
 
 def extension_for(content_type: str | None, url: str) -> str:

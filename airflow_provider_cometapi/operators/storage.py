@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_cometapi.exceptions import CometAPIError, DestinationNotWritableError, OutputExpiredError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.storage import write_atomically
+from airflow_provider_cometapi.storage import extension_for, write_atomically
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_cometapi.models import Prediction
+    from airflow_provider_cometapi.responses import OutputStream
 
 # Prediction fields copied into the sidecar, so a later pipeline knows how each image was made.
 _SIDECAR_FIELDS = ("id", "model", "version", "input", "metrics", "created_at", "started_at", "completed_at", "source")
@@ -75,7 +76,7 @@ class SavePredictionOutputsOperator(BaseOperator):
 
         stored: list[ObjectStoragePath] = []
         for index, url in enumerate(prediction.output):
-            path = self.hook.download_output(url, directory, f"{prediction.id}_{index}")
+            path = self.hook.stream_output(url, partial(_store, directory / f"{prediction.id}_{index}", url))
             self.log.info("Stored output %d of %d at %s", index + 1, len(prediction.output), path)
             stored.append(path)
         uris = [str(path) for path in stored]
@@ -133,6 +134,12 @@ class SavePredictionOutputsOperator(BaseOperator):
         }
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
+
+
+def _store(stem: ObjectStoragePath, url: str, stream: OutputStream) -> ObjectStoragePath:
+    target = stem.parent / f"{stem.name}.{extension_for(stream.media_type, url)}"
+    write_atomically(target, stream.chunks)
+    return target
 
 
 def _shorten_data_uris(urls: list[str]) -> list[str]:

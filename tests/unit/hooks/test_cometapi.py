@@ -24,13 +24,10 @@ from airflow_provider_cometapi.exceptions import (
     PredictionNotFoundError,
     ServerError,
 )
-from airflow_provider_cometapi.hooks.cometapi import (
-    MAX_CONNECTIONS_PER_LOOP,
-    USER_AGENT,
-    CometAPIHook,
-    base_url_of,
-)
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.models import Prediction
+from airflow_provider_cometapi.sessions import MAX_CONNECTIONS_PER_LOOP
+from airflow_provider_cometapi.settings import USER_AGENT, base_url_of
 from tests.fixtures import FAST_RETRIES, set_connection
 
 SCHNELL = "black-forest-labs/flux-schnell"
@@ -489,4 +486,6 @@ def prediction_id_factory():
 
 def test_prediction_model_roundtrip(hook):
     prediction = hook.create_prediction(SCHNELL, {**PROMPT, "_emulator": {"duration": 0}}, wait=5)
-    assert Prediction.from_api(prediction.raw) == prediction
+    # The log is kept beside ``raw``, not in it (it can be large).
+    assert "logs" not in prediction.raw and prediction.logs
+    assert Prediction.from_api({**prediction.raw, "logs": prediction.logs}) == prediction

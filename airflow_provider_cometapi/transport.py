@@ -1,0 +1,137 @@
+"""
+Total deadlines and bounded reads for both transports.
+
+``requests`` only knows per-read timeouts, which restart on every byte: a server that drips
+one byte a second holds a call forever. Blocking calls therefore run under ``Deadline``: a
+timer that shuts the call's sockets down when it passes, which ends any read blocked on them.
+The sockets are registered by the connection class of the session ``blocking_session`` makes.
+Async calls get the same bound from aiohttp's total timeout. Bodies are read in chunks, never
+past a limit, on both paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Any
+
+import aiohttp
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_CHUNK = 64 * 1024
+_current = threading.local()
+
+
+class Deadline:
+    """The deadline of one blocking call; ``expired`` tells, afterwards, whether it cut the call."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> Deadline:
+        self._previous = getattr(_current, "deadline", None)
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _current.deadline = self._previous
+        self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: nothing is blocked on it
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedMixin:
+    sock: socket.socket | None
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        # Waiting for the status line and headers is where a dripping server holds a call.
+        deadline: Deadline | None = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def blocking_session(user_agent: str) -> requests.Session:
+    """A ``requests`` session whose calls ``Deadline`` can cut short."""
+    session = requests.Session()
+    session.headers["User-Agent"] = user_agent
+    adapter = _WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def read_blocking(response: requests.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a streamed body, and whether there was more (not read)."""
+    body = bytearray()
+    for chunk in response.iter_content(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+    return bytes(body), False
+
+
+async def read_async(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """``read_blocking`` for an aiohttp response."""
+    if (
+        response.content_length is not None
+        and response.content_length <= limit
+        and not response.headers.get("Content-Encoding")
+    ):
+        return await response.read(), False  # the common case: one read, sized by the header
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+    return bytes(body), False

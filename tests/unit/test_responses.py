@@ -1,0 +1,237 @@
+"""responses.py: what each answer and each transport failure means, and the bounds on reading them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_cometapi.api import create_prediction_request, download_request, get_prediction_request
+from airflow_provider_cometapi.exceptions import (
+    AuthenticationError,
+    CometAPIHTTPError,
+    GatewayResponseError,
+    IncompleteDownloadError,
+    InsufficientCreditError,
+    InvalidInputError,
+    MalformedOutputError,
+    ModelNotFoundError,
+    OutputExpiredError,
+    OutputTooLargeError,
+    PredictionNotFoundError,
+    RateLimitedError,
+    ServerError,
+    UnsupportedOutputURLError,
+)
+from airflow_provider_cometapi.responses import (
+    announced_length,
+    bounded_chunks,
+    data_output,
+    output_scheme,
+    read_response,
+    retry_after_seconds,
+    scrub,
+)
+
+GET = get_prediction_request("abc123")
+CREATE = create_prediction_request("black-forest-labs/flux-schnell", {"prompt": "x"}, wait=None)
+KEY = "sk-secret-key-123"
+
+
+def answer(request, status, body, headers=None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return read_response(request, status, headers or {}, raw, conn_id="my_conn", secret=KEY)
+
+
+def test_success_returns_json():
+    assert answer(GET, 200, {"id": "abc123"}) == {"id": "abc123"}
+
+
+def test_malformed_json_on_success_is_a_transient_gateway_error():
+    with pytest.raises(GatewayResponseError, match="not valid JSON") as info:
+        answer(GET, 200, b'{"id": "abc", "status": ')
+    assert info.value.transient and not info.value.nothing_created
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_bad_key_both_envelopes(status):
+    with pytest.raises(AuthenticationError, match="my_conn") as info:
+        answer(GET, status, {"error": {"message": "Invalid token", "type": "x", "code": "invalid_api_key"}})
+    assert "Invalid token" in str(info.value)
+    assert not info.value.transient
+
+
+def test_no_credit():
+    with pytest.raises(InsufficientCreditError, match="no credit"):
+        answer(CREATE, 402, {"title": "Payment required", "detail": "Insufficient credit", "status": 402})
+
+
+def test_404_names_the_model_on_create_and_the_prediction_on_get():
+    with pytest.raises(ModelNotFoundError, match="black-forest-labs/flux-schnell"):
+        answer(CREATE, 404, {"title": "Not found", "detail": "model does not exist", "status": 404})
+    with pytest.raises(PredictionNotFoundError, match="abc123"):
+        answer(GET, 404, {"title": "Not found", "detail": "no such prediction", "status": 404})
+
+
+def test_422_lists_every_invalid_field():
+    body = {
+        "title": "Input validation failed",
+        "detail": "- input.aspect_ratio: bad",
+        "status": 422,
+        "invalid_fields": [
+            {"type": "enum", "field": "input.aspect_ratio", "description": "must be one of 1:1, ..."},
+            {"type": "required", "field": "input.prompt", "description": "prompt is required"},
+        ],
+    }
+    with pytest.raises(InvalidInputError) as info:
+        answer(CREATE, 422, body)
+    assert [f["field"] for f in info.value.invalid_fields] == ["input.aspect_ratio", "input.prompt"]
+    assert "input.prompt: prompt is required" in str(info.value)
+    assert info.value.http_status == 422
+
+
+def test_429_reads_retry_after_from_header_or_body():
+    with pytest.raises(RateLimitedError) as info:
+        answer(CREATE, 429, {"title": "Too many requests", "status": 429}, {"Retry-After": "3"})
+    assert info.value.retry_after == 3
+    assert info.value.nothing_created
+    with pytest.raises(RateLimitedError) as info:
+        answer(GET, 429, {"title": "Too many", "retry_after": 1.5})
+    assert info.value.retry_after == 1.5
+    with pytest.raises(RateLimitedError) as info:
+        answer(GET, 429, {"error": {"message": "slow down"}})
+    assert info.value.retry_after is None
+
+
+def test_retry_after_as_http_date_and_case_insensitive_header():
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None) == 0.0
+    assert retry_after_seconds({"RETRY-AFTER": "2"}, None) == 2.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 524])
+def test_html_error_pages_are_transient_gateway_errors(status):
+    page = b"<html><head><title>502</title></head><body><h1>Bad Gateway</h1> cloudflare</body></html>"
+    with pytest.raises(GatewayResponseError) as info:
+        answer(GET, status, page)
+    assert info.value.transient
+    assert "Bad Gateway" in str(info.value)
+    assert "<h1>" not in str(info.value)
+
+
+def test_json_5xx_is_a_server_error():
+    with pytest.raises(ServerError) as info:
+        answer(GET, 503, {"title": "Service unavailable", "status": 503})
+    assert not isinstance(info.value, GatewayResponseError)
+    assert info.value.http_status == 503
+
+
+def test_other_4xx_is_a_plain_http_error():
+    with pytest.raises(CometAPIHTTPError, match="HTTP 409"):
+        answer(GET, 409, {"detail": "conflict"})
+
+
+def test_signed_file_urls_lose_their_query_in_messages():
+    request = download_request("https://files.example/out-0.png?X-Amz-Signature=secret123")
+    assert "secret123" not in request.describe()
+    with pytest.raises(OutputExpiredError) as info:
+        answer(request, 403, b"<html>AccessDenied</html>")
+    assert "secret123" not in str(info.value)
+
+
+def test_an_echoed_key_is_scrubbed_from_every_message():
+    with pytest.raises(AuthenticationError) as info:
+        answer(GET, 401, {"error": {"message": f"Invalid token: Bearer {KEY}"}})
+    assert KEY not in str(info.value) and KEY not in info.value.detail
+    assert "Bearer ***" in str(info.value)
+    with pytest.raises(InvalidInputError) as info:
+        answer(CREATE, 422, {"detail": "bad", "invalid_fields": [{"field": "input.x", "description": KEY}]})
+    assert KEY not in str(info.value) and KEY not in json.dumps(info.value.invalid_fields)
+    with pytest.raises(GatewayResponseError) as info:
+        answer(GET, 200, f"not json {KEY}".encode())
+    assert KEY not in str(info.value)
+    assert scrub("nothing here", KEY) == "nothing here"
+    assert scrub("x", "") == "x"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"Retry-After": "9" * 400}, None, 86400.0),
+        ({}, {"retry_after": int("9" * 400)}, 86400.0),
+        ({}, {"retry_after": float("nan")}, 0.0),
+        ({}, {"retry_after": -5}, 0.0),
+        ({}, {"retry_after": True}, None),
+        ({"Retry-After": "soon"}, None, None),
+        ({"Retry-After": "1e999"}, None, 86400.0),
+    ],
+)
+def test_retry_after_is_clamped_never_raises(headers, body, expected):
+    assert retry_after_seconds(headers, body) == expected
+
+
+def test_a_deeply_nested_answer_is_a_gateway_error_not_a_recursion_error():
+    with pytest.raises(GatewayResponseError, match="not valid JSON"):
+        answer(GET, 200, b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_error_details_are_shortened():
+    with pytest.raises(ServerError) as info:
+        answer(GET, 503, {"detail": "x" * 10_000})
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/x.png", "javascript:alert(1)", "", "no-scheme", 42])
+def test_output_schemes_other_than_http_and_data_are_refused(url):
+    with pytest.raises(UnsupportedOutputURLError) as info:
+        output_scheme(url)
+    assert not info.value.transient
+
+
+def test_data_output_decodes_bounds_and_reports_media_type():
+    stream = data_output("data:image/png;base64,aGVsbG8=", limit=100)
+    assert (stream.media_type, stream.length, b"".join(stream.chunks)) == ("image/png", 5, b"hello")
+    assert b"".join(data_output("data:,hi%20there", limit=100).chunks) == b"hi there"
+    with pytest.raises(OutputTooLargeError) as info:
+        data_output("data:image/png;base64," + "A" * 4000, limit=100)
+    assert info.value.limit == 100
+    with pytest.raises(MalformedOutputError):
+        data_output("data:image/png;base64,!!!", limit=100)
+    with pytest.raises(MalformedOutputError):
+        data_output("data:image/png;base64", limit=100)
+
+
+def test_bounded_chunks_stops_past_the_limit_and_short_of_the_announced_size():
+    assert b"".join(bounded_chunks([b"ab", b"cd"], url="u", announced=4, limit=10)) == b"abcd"
+    with pytest.raises(OutputTooLargeError, match="before|is 11 bytes"):
+        next(bounded_chunks([b"x"], url="u", announced=11, limit=10))
+    endless = (b"x" * 4 for _ in iter(int, 1))
+    with pytest.raises(OutputTooLargeError) as info:
+        for _ in bounded_chunks(endless, url="https://h/o.png", announced=None, limit=10):
+            pass
+    assert "https://h/o.png" in str(info.value) and info.value.size == 12
+    with pytest.raises(IncompleteDownloadError) as info:
+        list(bounded_chunks([b"ab"], url="u", announced=4, limit=10))
+    assert info.value.transient
+    with pytest.raises(IncompleteDownloadError):
+        list(bounded_chunks([b"abcdef"], url="u", announced=4, limit=10))
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Content-Length": "12"}, 12),
+        ({"content-length": "12", "Content-Encoding": "gzip"}, None),
+        ({"Content-Length": "-1"}, None),
+        ({"Content-Length": "9" * 40}, None),
+        ({}, None),
+    ],
+)
+def test_announced_length(headers, expected):
+    assert announced_length(headers) == expected
+
+
+def test_download_errors_name_the_file_without_its_query():
+    request = download_request("https://files.example/o.png?sig=abc")
+    with pytest.raises(OutputExpiredError) as info:
+        answer(request, 404, b"x" * 100)
+    assert "sig=abc" not in str(info.value) and "https://files.example/o.png" in str(info.value)
