@@ -312,12 +312,12 @@ def connection_failure(
 def timeout_failure(request: ApiRequest, settings: CometAPISettings, seconds: float) -> CometAPITimeoutError:
     if request.operation is Operation.DOWNLOAD:
         message = (
-            f"Downloading {request.subject} did not finish within {seconds:g}s. Raise the connection's "
+            f"Downloading {request.subject} did not finish within {seconds:.3g}s. Raise the connection's "
             "'download_timeout' extra if the file host is slow."
         )
     else:
         message = (
-            f"CometAPI at {settings.base_url} did not answer {request.describe()} within {seconds:g}s. "
+            f"CometAPI at {settings.base_url} did not answer {request.describe()} within {seconds:.3g}s. "
             "Raise the connection's 'timeout' extra if the gateway is slow."
         )
     if request.operation is Operation.CREATE:
