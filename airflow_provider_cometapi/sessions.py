@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import aiohttp
@@ -29,8 +29,10 @@ class LoopSession:
     """
     The running loop's aiohttp session, counted by holder: the last holder to let go closes it.
 
-    A holder calls ``acquire()`` each time it needs the session and ``release()`` once when done;
-    a holder that moved to another loop (``asyncio.run`` twice) is released from the old one.
+    A holder calls ``acquire()`` when it needs the session and ``release()`` once when done; a
+    holder that moved to another loop (``asyncio.run`` twice) is released from the old one. A
+    session still held when its loop shuts down (the end of ``asyncio.run``) is closed then, by
+    an async generator the loop finalises, so its connections never outlive the loop unclosed.
     """
 
     def __init__(self) -> None:
@@ -38,8 +40,11 @@ class LoopSession:
             weakref.WeakKeyDictionary()
         )
         self._holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+        self._guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def acquire(
+    async def acquire(
         self, held_on: asyncio.AbstractEventLoop | None
     ) -> tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]:
         """
@@ -49,12 +54,7 @@ class LoopSession:
         """
         loop = asyncio.get_running_loop()
         if held_on is not loop:
-            if held_on is not None:
-                # That loop's session cannot be awaited from here. If it is not running any more,
-                # close its connections synchronously, so nothing warns "unclosed" at exit.
-                stale = self._drop_holder(held_on)
-                if stale is not None:
-                    _close_without_loop(stale)
+            self.release_elsewhere(held_on)
             self._holders[loop] = self._holders.get(loop, 0) + 1
         session = self._sessions.get(loop)
         if session is None or session.closed:
@@ -62,6 +62,9 @@ class LoopSession:
             # connection (and key) used on the loop.
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
             self._sessions[loop] = session
+            guard = _closed_at_shutdown(session)
+            await guard.__anext__()  # started, so the loop's shutdown_asyncgens() finalises it
+            self._guards[loop] = guard
         return loop, session
 
     async def release(self, held_on: asyncio.AbstractEventLoop | None) -> None:
@@ -70,8 +73,9 @@ class LoopSession:
             self.release_elsewhere(held_on)
             return
         session = self._drop_holder(held_on)
-        if session is not None:
-            await session.close()
+        guard = self._guards.pop(held_on, None) if session is not None else None
+        if guard is not None:
+            await guard.aclose()  # closes the session
 
     def release_elsewhere(self, held_on: asyncio.AbstractEventLoop | None) -> None:
         """``release`` from outside ``held_on`` (a blocking ``close()``, a loop already gone)."""
@@ -87,6 +91,14 @@ class LoopSession:
         self._holders.pop(loop, None)
         session = self._sessions.pop(loop, None)
         return session if session is not None and not session.closed else None
+
+
+async def _closed_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        if not session.closed:
+            await session.close()
 
 
 def _close_without_loop(session: aiohttp.ClientSession) -> None:

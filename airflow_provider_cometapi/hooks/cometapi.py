@@ -344,17 +344,17 @@ class CometAPIHook(BaseHook):
         # Made on first use only: most hooks in a triggerer never log (no retries).
         return self.log
 
-    def _async_session_for(self) -> aiohttp.ClientSession:
+    async def _async_session_for(self) -> aiohttp.ClientSession:
         """The running loop's shared aiohttp session; this hook holds it until ``aclose()``."""
         session = self._async_session
         if session is not None and not session.closed and self._async_loop is asyncio.get_running_loop():
             return session
-        self._async_loop, self._async_session = _LOOP_SESSION.acquire(self._async_loop)
+        self._async_loop, self._async_session = await _LOOP_SESSION.acquire(self._async_loop)
         return self._async_session
 
     async def _acall(self, request: ApiRequest, url: URL | None = None, *, deadline: float | None = None) -> Any:
         settings = await self.aget_settings()
-        session = self._async_session_for()
+        session = await self._async_session_for()
         if url is None:
             url = URL(api_url(settings.base_url, request.path))
         headers = {**settings.headers, **request.headers} if request.headers else settings.headers

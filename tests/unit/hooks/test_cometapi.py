@@ -218,6 +218,37 @@ async def test_hooks_on_one_loop_share_one_session_closed_by_the_last(cometapi_c
         assert third._async_session is not session
 
 
+_REUSED_ACROSS_LOOPS = """
+import asyncio, gc, os, sys, warnings
+from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+
+warnings.simplefilter("default")  # ResourceWarning and aiohttp's "Unclosed" notices are shown
+hook = CometAPIHook()
+for _ in range(3):
+    asyncio.run(hook.aget_prediction(sys.argv[1]))
+hook.close()
+del hook
+gc.collect()
+print("polled three times")
+"""
+
+
+def test_a_hook_reused_across_event_loops_leaves_nothing_unclosed(cometapi_conn, tmp_path):
+    import subprocess
+    import sys
+
+    prediction = CometAPIHook().create_prediction(SCHNELL, PROMPT)
+    script = tmp_path / "reuse.py"
+    script.write_text(_REUSED_ACROSS_LOOPS)
+    done = subprocess.run(
+        [sys.executable, str(script), prediction.id], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "polled three times" in done.stdout
+    output = done.stdout + done.stderr
+    assert "Unclosed" not in output and "unclosed" not in output, output
+
+
 async def test_hooks_asking_together_share_one_connection_lookup(cometapi_conn, monkeypatch):
     lookups = 0
     original = CometAPIHook._lookup_settings
