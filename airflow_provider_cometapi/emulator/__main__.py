@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from airflow_provider_cometapi.emulator.config import API_KEY_ENV, EmulatorConfig, default_api_key
+from airflow_provider_cometapi.emulator.config import API_KEY_ENV, MIB, EmulatorConfig, default_api_key
 from airflow_provider_cometapi.emulator.faults import FaultRuleError, parse_rule
 
 READY_PREFIX = "cometapi-emulator listening on "
@@ -35,6 +35,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cometapi-emulator",
@@ -46,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=None,
         help=f"the accepted bearer key (default: ${API_KEY_ENV}, else 'emulator-key')",
+    )
+    p.add_argument(
+        "--control-token",
+        default=None,
+        help="the bearer the /_emulator/ control routes take instead of the API key (default: the API key)",
     )
     p.add_argument("--duration", type=_non_negative, default=3.0, help="seconds from create to terminal (default 3.0)")
     p.add_argument(
@@ -59,6 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=3600.0,
         help="seconds after completion until outputs expire (default 3600)",
+    )
+    p.add_argument(
+        "--forget-after",
+        type=_non_negative,
+        default=600.0,
+        help="seconds after outputs expired until the prediction is forgotten, then 404 (default 600)",
+    )
+    p.add_argument(
+        "--max-predictions",
+        type=_positive_int,
+        default=100_000,
+        help="predictions kept at most; past it the longest-finished are forgotten (default 100000)",
+    )
+    p.add_argument(
+        "--max-stored-bytes",
+        type=_positive_int,
+        default=64 * MIB,
+        help="create-body bytes kept at most over all predictions, forgotten likewise (default 64 MiB)",
+    )
+    p.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=8 * MIB,
+        help="largest request body accepted; larger ones get 413 (default 8 MiB)",
     )
     p.add_argument("--image-size", type=int, default=512, help="long side of images in px (default 512)")
     p.add_argument(
@@ -97,6 +136,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         faults=tuple(args.fault),
         access_log=args.access_log,
         cancel_supported=not args.no_cancel,
+        control_token=args.control_token,
+        forget_after=args.forget_after,
+        max_predictions=args.max_predictions,
+        max_stored_bytes=args.max_stored_bytes,
+        max_request_bytes=args.max_request_bytes,
     )
 
 

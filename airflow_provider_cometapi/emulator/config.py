@@ -9,6 +9,7 @@ from typing import Any
 
 DEFAULT_API_KEY = "emulator-key"
 API_KEY_ENV = "COMETAPI_EMULATOR_API_KEY"
+MIB = 1024 * 1024
 
 
 def default_api_key() -> str:
@@ -21,7 +22,10 @@ class EmulatorConfig:
     """Everything that shapes how the emulator answers.
 
     Times are in seconds. ``faults`` holds rules in the schema of ``POST /_emulator/faults``;
-    they are installed when the application is created.
+    they are installed when the application is created. ``control_token`` is the bearer the
+    ``/_emulator/`` routes take instead of ``api_key`` (None: the API key). A finished prediction
+    is forgotten ``forget_after`` seconds after its outputs expired, or earlier when more than
+    ``max_predictions`` are kept or their create bodies add up to more than ``max_stored_bytes``.
     """
 
     host: str = "127.0.0.1"
@@ -34,6 +38,11 @@ class EmulatorConfig:
     faults: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     access_log: bool = False
     cancel_supported: bool = True
+    control_token: str | None = None
+    forget_after: float = 600.0
+    max_predictions: int = 100_000
+    max_stored_bytes: int = 64 * MIB
+    max_request_bytes: int = 8 * MIB
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -44,6 +53,16 @@ class EmulatorConfig:
             raise ValueError("starting_for must be >= 0")
         if self.output_ttl < 0:
             raise ValueError("output_ttl must be >= 0")
+        if self.control_token == "":
+            raise ValueError("control_token must not be empty (None means: the API key)")
+        if self.forget_after < 0:
+            raise ValueError("forget_after must be >= 0")
+        if self.max_predictions < 1:
+            raise ValueError("max_predictions must be >= 1")
+        if self.max_request_bytes < 1024:
+            raise ValueError("max_request_bytes must be >= 1024")
+        if self.max_stored_bytes < self.max_request_bytes:
+            raise ValueError("max_stored_bytes must be >= max_request_bytes (one create must fit)")
         if not 16 <= self.image_size <= 4096:
             raise ValueError("image_size must be between 16 and 4096")
         if not 0 <= self.port <= 65535:

@@ -1,13 +1,16 @@
 """The aiohttp application: CometAPI's Replicate-compatible routes plus ``/_emulator/`` controls.
 
 Handlers check auth and faults inline instead of through middlewares: a middleware costs a
-coroutine frame per request, and the poll route is the benchmark's hot path.
+coroutine frame per request, and the poll route is the benchmark's hot path. The control
+routes take the API key, or the control token when one is set; output files take neither
+(like a CDN's signed URLs) but carry a per-prediction secret in their path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import http
 import json
 import os
@@ -16,12 +19,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from airflow_provider_cometapi.emulator import images
+from airflow_provider_cometapi.emulator.bodies import BodyError, read_json
 from airflow_provider_cometapi.emulator.config import EmulatorConfig
 from airflow_provider_cometapi.emulator.faults import FaultRule, FaultRuleError
 from airflow_provider_cometapi.emulator.models import MODELS, InvalidField, split_model_ref, validate_input
@@ -30,6 +34,10 @@ from airflow_provider_cometapi.emulator.state import Prediction, Store
 STORE_KEY = web.AppKey("cometapi_emulator_store", Store)
 # Longest outage the control route accepts: tests must not be able to lose the emulator.
 MAX_OUTAGE_SECONDS = 300.0
+# How often finished predictions past their time are forgotten; a sweep with nothing due is one comparison.
+SWEEP_INTERVAL = 0.25
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_TYPE = "application/json"
 _FILE_RE = re.compile(r"out-(\d+)\.([a-z]+)")
@@ -108,6 +116,33 @@ def _retry_after_text(seconds: float) -> str:
     return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
 
 
+def _same_secret(given: str, expected: str) -> bool:
+    # Bytes, because compare_digest refuses non-ASCII str; surrogatepass encodes any str.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def _bearer_denied(request: web.Request, expected: str, name: str, code: str) -> web.Response | None:
+    """None if the request carries ``Bearer <expected>``, else the 401 naming ``name``."""
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and _same_secret(token.strip(), expected):
+            return None
+        message = f"Invalid token: the {name} is not valid."
+    else:
+        message = f"Missing Authorization header: use 'Authorization: Bearer <{name}>'."
+    return openai_error(401, message, "comet_api_error", code)
+
+
+def body_problem(exc: BodyError) -> web.Response:
+    return problem(exc.status, exc.title, exc.detail)
+
+
+def control_error(status: int, message: str) -> web.Response:
+    """The control routes' own error shape: ``{"error": <reason>}``."""
+    return json_response(_dumps({"error": message}), status)
+
+
 class Emulator:
     """Route handlers bound to one ``Store``."""
 
@@ -131,17 +166,24 @@ class Emulator:
     # -- shared pieces -------------------------------------------------------------------
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization")
-        if header == self.bearer:
+        if request.headers.get("Authorization") == self.bearer:
             return None
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() == "bearer" and token.strip() == self.config.api_key:
-                return None
-            message = "Invalid token: the API key is not valid."
-        else:
-            message = "Missing Authorization header: use 'Authorization: Bearer <api key>'."
-        return openai_error(401, message, "comet_api_error", "invalid_api_key")
+        return _bearer_denied(request, self.config.api_key, "API key", "invalid_api_key")
+
+    def guarded(self, handler: Handler) -> Handler:
+        """``handler`` behind the control routes' auth: the control token if set, else the API key."""
+        token = self.config.control_token
+        expected, name, code = (
+            (token, "control token", "invalid_control_token")
+            if token is not None
+            else (self.config.api_key, "API key", "invalid_api_key")
+        )
+
+        async def control_route(request: web.Request) -> web.StreamResponse:
+            denied = _bearer_denied(request, expected, name, code)
+            return denied if denied is not None else await handler(request)
+
+        return control_route
 
     def _base(self, request: web.Request) -> str:
         """``scheme://host:port`` the request came to, so file URLs work through any address."""
@@ -258,7 +300,13 @@ class Emulator:
         store = self.store
         # The whole request is in before any fault: a client that gives up during a `slow`
         # fault still gets its prediction created, as with a real slow gateway.
-        raw = await request.read()
+        unreadable: BodyError | None = None  # answered after the faults, as an invalid body was
+        try:
+            raw, body = await read_json(request, self.config.max_request_bytes)
+        except BodyError as exc:
+            if exc.status == 413:
+                return body_problem(exc)
+            raw, body, unreadable = b"", None, exc
         deferred: FaultRule | None = None
         if store.faults.rules:
             rule = store.faults.match("create")
@@ -270,10 +318,8 @@ class Emulator:
                     if faulted is not None:
                         return faulted
 
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        if unreadable is not None:
+            return body_problem(unreadable)
         if not isinstance(body, dict):
             return invalid([InvalidField("invalid_json", "body", "the request body must be a JSON object")])
         if from_body:
@@ -294,7 +340,10 @@ class Emulator:
         if errors:
             return invalid(errors)
 
-        pred = store.create(model, echo, control, time.monotonic(), time.time())
+        now = time.monotonic()
+        if not store.retention.make_room(now, len(raw)):
+            return _store_full(self.config.max_predictions, self.config.max_stored_bytes)
+        pred = store.create(model, echo, control, now, time.time(), len(raw))
         if deferred is not None:
             body_so_far = None
             if deferred.kind == "malformed_json":
@@ -348,9 +397,7 @@ class Emulator:
             return _prediction_not_found()
         now = time.monotonic()
         if pred.status_at(now)[1] is None:
-            pred.canceled_at = now
-            if pred.waiter is not None:
-                pred.waiter.set()
+            store.cancel(pred, now)
         return await self._prediction_response(request, pred)
 
     async def models(self, request: web.Request) -> web.StreamResponse:
@@ -362,14 +409,14 @@ class Emulator:
         return json_response(self.models_body)
 
     async def files(self, request: web.Request) -> web.StreamResponse:
-        """Output files; no auth, like the CDN the real URLs point at."""
+        """Output files; no auth, like the CDN the real URLs point at, but only with the file token."""
         admitted = await self._admit(request, "files", authenticate=False)
         if admitted is not None:
             return admitted
         store = self.store
         match = _FILE_RE.fullmatch(request.match_info["filename"])
         pred = store.predictions.get(request.match_info["id"])
-        if match is None or pred is None:
+        if match is None or pred is None or not _same_secret(request.match_info["token"], pred.file_token):
             return _file_not_found()
         index, ext = int(match[1]), match[2]
         now = time.monotonic()
@@ -393,7 +440,7 @@ class Emulator:
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
-    # -- control routes (no auth: they exist for tests on loopback) -------------------------
+    # -- control routes (behind guarded(): they exist for tests on loopback) ----------------
 
     async def control_stats(self, request: web.Request) -> web.StreamResponse:
         detail = request.query.get("detail", "1").lower() not in ("0", "false", "no")
@@ -401,10 +448,12 @@ class Emulator:
 
     async def control_add_fault(self, request: web.Request) -> web.StreamResponse:
         try:
-            raw = json.loads(await request.read())
+            _, raw = await read_json(request, self.config.max_request_bytes)
             rule = self.store.faults.add(raw)
-        except (ValueError, FaultRuleError) as exc:
-            return json_response(_dumps({"error": str(exc)}), 400)
+        except BodyError as exc:
+            return control_error(exc.status, exc.detail)
+        except FaultRuleError as exc:
+            return control_error(400, str(exc))
         return json_response(_dumps({"index": len(self.store.faults.rules) - 1, "rule": rule.to_dict()}), 201)
 
     async def control_list_faults(self, request: web.Request) -> web.StreamResponse:
@@ -419,16 +468,19 @@ class Emulator:
         Predictions keep their clocks meanwhile: what the gateway knew, it still knows after.
         """
         try:
-            seconds = float(json.loads(await request.read())["seconds"])
-        except (ValueError, KeyError, TypeError) as exc:
-            return json_response(_dumps({"error": f'send {{"seconds": <number>}}: {exc}'}), 400)
+            _, body = await read_json(request, self.config.max_request_bytes)
+        except BodyError as exc:
+            return control_error(exc.status, exc.detail)
+        seconds = body.get("seconds") if isinstance(body, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return control_error(400, 'send {"seconds": <number>}')
         if not 0 < seconds <= MAX_OUTAGE_SECONDS:
-            return json_response(_dumps({"error": f"seconds must be in (0, {MAX_OUTAGE_SECONDS:g}]"}), 400)
+            return control_error(400, f"seconds must be in (0, {MAX_OUTAGE_SECONDS:g}]")
         if self.go_offline is None:
-            return json_response(_dumps({"error": "outages need the emulator's own server (serve())"}), 501)
+            return control_error(501, "outages need the emulator's own server (serve())")
         go_offline = self.go_offline
         # After this answer has left: the control client must not be the first connection dropped.
-        task = asyncio.create_task(_after(0.05, go_offline(seconds)))
+        task = asyncio.create_task(_after(0.05, go_offline(float(seconds))))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return json_response(_dumps({"offline_for": seconds}), 202, {"Connection": "close"})
@@ -447,6 +499,11 @@ class Emulator:
                     "output_ttl": c.output_ttl,
                     "image_size": c.image_size,
                     "cancel_supported": c.cancel_supported,
+                    "forget_after": c.forget_after,
+                    "max_predictions": c.max_predictions,
+                    "max_stored_bytes": c.max_stored_bytes,
+                    "max_request_bytes": c.max_request_bytes,
+                    "control_token": c.control_token is not None,
                     "models": list(MODELS),
                 }
             )
@@ -465,6 +522,17 @@ def _prediction_not_found() -> web.Response:
     return problem(404, "Not found", "The requested prediction could not be found.")
 
 
+def _store_full(max_predictions: int, max_stored_bytes: int) -> web.Response:
+    detail = (
+        f"The emulator keeps at most {max_predictions} predictions and {max_stored_bytes} bytes of their "
+        "create bodies, and none of those kept has finished yet: retry once one has, or start it with a "
+        "larger --max-predictions / --max-stored-bytes."
+    )
+    return json_response(
+        _dumps({"title": "Too many predictions", "detail": detail, "status": 429}), 429, {"Retry-After": "1"}
+    )
+
+
 def _file_not_found() -> web.Response:
     return web.Response(status=404, text="404: file not found or expired")
 
@@ -480,27 +548,45 @@ def _pillow_missing() -> web.Response:
 def create_app(config: EmulatorConfig | None = None) -> web.Application:
     """A ready-to-run application; its state lives in ``app[STORE_KEY]``."""
     config = config or EmulatorConfig()
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app = web.Application(client_max_size=config.max_request_bytes)
     store = Store(config)
     app[STORE_KEY] = store
     emu = Emulator(store)
     app[EMULATOR_KEY] = emu
+    app.cleanup_ctx.append(_sweeping)
     add = app.router
+    guarded = emu.guarded
     # The poll route first: resources sharing a path prefix are tried in registration order.
     add.add_get("/replicate/v1/predictions/{id}", emu.get_prediction, allow_head=False)
     add.add_post("/replicate/v1/models/{owner}/{name}/predictions", emu.create_from_path)
     add.add_post("/replicate/v1/predictions", emu.create_from_body)
     add.add_post("/replicate/v1/predictions/{id}/cancel", emu.cancel)
     add.add_get("/v1/models", emu.models, allow_head=False)
-    add.add_get("/files/{id}/{filename}", emu.files)
-    add.add_get("/_emulator/stats", emu.control_stats, allow_head=False)
-    add.add_get("/_emulator/config", emu.control_config, allow_head=False)
-    add.add_get("/_emulator/faults", emu.control_list_faults, allow_head=False)
-    add.add_post("/_emulator/faults", emu.control_add_fault)
-    add.add_delete("/_emulator/faults", emu.control_clear_faults)
-    add.add_post("/_emulator/reset", emu.control_reset)
-    add.add_post("/_emulator/outage", emu.control_outage)
+    add.add_get("/files/{id}/{token}/{filename}", emu.files)
+    add.add_get("/_emulator/stats", guarded(emu.control_stats), allow_head=False)
+    add.add_get("/_emulator/config", guarded(emu.control_config), allow_head=False)
+    add.add_get("/_emulator/faults", guarded(emu.control_list_faults), allow_head=False)
+    add.add_post("/_emulator/faults", guarded(emu.control_add_fault))
+    add.add_delete("/_emulator/faults", guarded(emu.control_clear_faults))
+    add.add_post("/_emulator/reset", guarded(emu.control_reset))
+    add.add_post("/_emulator/outage", guarded(emu.control_outage))
     return app
+
+
+async def _sweeping(app: web.Application) -> AsyncIterator[None]:
+    """While the app runs, forget finished predictions once their time is up."""
+    retention = app[STORE_KEY].retention
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            retention.sweep(time.monotonic())
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,7 +1,8 @@
 """Predictions and counters of a running emulator.
 
-Nothing runs in the background: a prediction's status is worked out from the monotonic clock
-whenever it is asked for, so 10,000 predictions in flight cost only their records.
+No timer runs per prediction: a prediction's status is worked out from the monotonic clock
+whenever it is asked for, so 10,000 predictions in flight cost only their records. Finished
+ones are forgotten by ``Retention`` (retention.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import secrets
 import string
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_cometapi.emulator import images
 from airflow_provider_cometapi.emulator.faults import FaultBook
 from airflow_provider_cometapi.emulator.models import DEFAULT_ERRORS, Control, ModelInfo
+from airflow_provider_cometapi.emulator.retention import Retention
 
 if TYPE_CHECKING:
     import asyncio
@@ -55,6 +58,7 @@ class Prediction:
         "_cache_body",
         "_cache_key",
         "aspect_ratio",
+        "body_bytes",
         "canceled_at",
         "cancels",
         "created",
@@ -64,6 +68,7 @@ class Prediction:
         "data_uris",
         "duration",
         "error",
+        "file_token",
         "id",
         "input",
         "model",
@@ -89,8 +94,13 @@ class Prediction:
         config: EmulatorConfig,
         now: float,
         wall: float,
+        body_bytes: int = 0,
     ) -> None:
         self.id = pid
+        # Output URLs are public like a CDN's, so they carry a secret of their own: knowing
+        # a prediction's id (logs, UI links) is not enough to fetch its images.
+        self.file_token = secrets.token_urlsafe(16)
+        self.body_bytes = body_bytes
         self.model = model
         self.input = echo
         prompt = echo.get("prompt")
@@ -131,6 +141,14 @@ class Prediction:
             return self.unknown_status or "processing", None
         return self.outcome, self.duration
 
+    def terminal_at(self) -> float | None:
+        """The monotonic time the status is or will be terminal; None while it never will be."""
+        if self.canceled_at is not None:
+            return self.canceled_at
+        if self.outcome == "never":
+            return None
+        return self.created + self.duration
+
     def seconds_to_terminal(self, now: float) -> float | None:
         """How long until the status is terminal by itself; None if it never will be."""
         if self.canceled_at is not None:
@@ -166,7 +184,7 @@ class Prediction:
         return self.partial_output and end is None and status != "starting"
 
     def file_url(self, base: str, index: int) -> str:
-        return f"{base}/files/{self.id}/out-{index}.{self.output_format}"
+        return f"{base}/files/{self.id}/{self.file_token}/out-{index}.{self.output_format}"
 
     def to_json(self, base: str, now: float, output_ttl: float) -> bytes:
         """The prediction as the API answers it; reused while nothing visible changed."""
@@ -254,6 +272,7 @@ class Store:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.predictions: dict[str, Prediction] = {}
+        self.retention = Retention(self.predictions, config)
         self.stats = Stats()
         self.faults = FaultBook()
         for rule in config.faults:
@@ -265,14 +284,32 @@ class Store:
             if pid not in self.predictions:
                 return pid
 
-    def create(self, model: ModelInfo, echo: dict[str, Any], control: Control, now: float, wall: float) -> Prediction:
-        pred = Prediction(self.new_id(), model, echo, control, self.config, now, wall)
+    def create(
+        self,
+        model: ModelInfo,
+        echo: dict[str, Any],
+        control: Control,
+        now: float,
+        wall: float,
+        body_bytes: int = 0,
+    ) -> Prediction:
+        """A new prediction; the caller has made room for it (``retention.make_room``)."""
+        pred = Prediction(self.new_id(), model, echo, control, self.config, now, wall, body_bytes)
         self.predictions[pred.id] = pred
+        self.retention.added(pred)
         self.stats.creates += 1
         return pred
 
+    def cancel(self, pred: Prediction, now: float) -> None:
+        """Cancel a running prediction: terminal now, and forgotten on that clock."""
+        pred.canceled_at = now
+        self.retention.finishes(pred)
+        if pred.waiter is not None:
+            pred.waiter.set()
+
     def reset(self) -> None:
         self.predictions.clear()
+        self.retention.clear()
         self.stats = Stats()
         self.faults.clear()
 
@@ -280,6 +317,8 @@ class Store:
         out: dict[str, Any] = self.stats.as_dict()
         out["in_flight"] = sum(1 for p in self.predictions.values() if p.status_at(now)[1] is None)
         out["total_predictions"] = len(self.predictions)
+        out["evicted"] = self.retention.evicted
+        out["stored_bytes"] = self.retention.stored_bytes
         if detail:
             out["predictions"] = {
                 p.id: {

@@ -42,7 +42,8 @@ class EmulatorProcess:
     this process dies, so an interrupted test run leaves nothing behind. Used as a context
     manager, it starts on entry and stops on exit.
 
-    :param api_key: the only bearer key the emulator accepts.
+    :param api_key: the only bearer key the emulator accepts; the control methods send it too
+        unless ``control_token`` is set.
     :param duration: seconds from create to the terminal status.
     :param extra_args: more ``cometapi-emulator`` flags, e.g. ``["--no-cancel"]`` or ``--fault`` rules.
     :param env: the child's environment, merged over this process's.
@@ -50,6 +51,8 @@ class EmulatorProcess:
     :param host: the loopback address to bind; the port is always a free one.
     :param startup_timeout: seconds to wait for the ready line before failing with ``EmulatorError``.
     :param stop_timeout: seconds between SIGTERM and SIGKILL in ``stop()``.
+    :param control_token: passed as ``--control-token``: the control routes then take only this
+        bearer, and the control methods send it.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class EmulatorProcess:
         host: str = "127.0.0.1",
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
+        control_token: str | None = None,
     ) -> None:
         self.api_key = api_key
+        self.control_token = control_token
         self.duration = duration
         self.starting_for = starting_for
         self.extra_args = tuple(extra_args)
@@ -107,6 +112,8 @@ class EmulatorProcess:
         ]
         if self.starting_for is not None:
             cmd += ["--starting-for", str(self.starting_for)]
+        if self.control_token is not None:
+            cmd += ["--control-token", self.control_token]
         return cmd + list(self.extra_args)
 
     def start(self) -> EmulatorProcess:
@@ -229,16 +236,19 @@ class EmulatorProcess:
 
     # -- control routes --------------------------------------------------------------------
 
+    def control_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header the ``/_emulator/`` routes take, for direct calls to them."""
+        token = self.control_token if self.control_token is not None else self.api_key
+        return {"Authorization": f"Bearer {token}"}
+
     def _control(self, method: str, path: str, body: Any = None) -> Any:
         if not self.base_url:
             raise EmulatorError("the emulator is not started")
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {},
-        )
+        headers = self.control_headers()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return json.loads(resp.read() or b"null")

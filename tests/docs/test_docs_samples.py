@@ -299,6 +299,11 @@ def check_emulator_control_call(args: list[str], where: str) -> None:
     url = next(arg for arg in args if "localhost:8765" in arg or "127.0.0.1:8765" in arg)
     path = "/" + url.split("/", 1)[1]
     assert (method, path) in emulator_routes(), f"{where}: the emulator has no route {method} {path}"
+    if path.startswith("/_emulator/"):
+        headers = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-H", "--header")]
+        assert any(h.lower().startswith("authorization: bearer ") for h in headers), (
+            f"{where}: control routes need the key"
+        )
     if path == "/_emulator/faults" and method == "POST":
         assert body is not None, where
         parse_rule(json.loads(body))

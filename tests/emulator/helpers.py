@@ -14,6 +14,18 @@ SCHNELL = "black-forest-labs/flux-schnell"
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
+def file_token(url: str) -> str:
+    """The secret part of an output URL: ``.../files/<id>/<token>/out-<i>.<ext>``."""
+    return url.rsplit("/", 2)[1]
+
+
+def file_url(api: Api, prediction: dict[str, Any], index: int, ext: str) -> str:
+    """The URL the emulator gives output ``index`` of ``prediction`` (which has an output)."""
+    output = prediction["output"]
+    token = file_token(output[0] if isinstance(output, list) else output)
+    return f"{api.base}/files/{prediction['id']}/{token}/out-{index}.{ext}"
+
+
 class Api:
     """Just enough of a client to drive the emulator over real HTTP."""
 

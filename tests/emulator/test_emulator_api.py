@@ -13,7 +13,7 @@ import requests
 
 from airflow_provider_cometapi.emulator.server import parse_prefer_wait
 
-from .helpers import SCHNELL
+from .helpers import SCHNELL, file_url
 
 if TYPE_CHECKING:
     from airflow_provider_cometapi.emulator.testing import EmulatorProcess
@@ -245,7 +245,6 @@ def test_single_output_models_ignore_num_outputs(api: Api) -> None:
 @pytest.mark.parametrize(
     ("data", "field"),
     [
-        (b"{not json", "body"),
         (b"[1, 2]", "body"),
         (b"", "body"),
         (b'{"input": "a cat"}', "input"),
@@ -254,6 +253,7 @@ def test_single_output_models_ignore_num_outputs(api: Api) -> None:
     ],
 )
 def test_bad_body_is_422(api: Api, data: bytes, field: str) -> None:
+    # JSON of the wrong shape; a body that is not JSON at all is a 400 (test_emulator_bodies.py).
     resp = api.session.post(
         f"{api.base}/replicate/v1/models/{SCHNELL}/predictions",
         data=data,
@@ -333,14 +333,13 @@ def test_output_is_list_or_string_by_model(api: Api, model: str, num_outputs: in
     extra = {"num_outputs": num_outputs} if num_outputs else {}
     p = api.create_ok(model, output_format="png", control={"duration": 0}, **extra)
     assert p["status"] == "succeeded"
-    pid = p["id"]
     if expect_list:
         n = num_outputs or 1
-        assert p["output"] == [f"{api.base}/files/{pid}/out-{i}.png" for i in range(n)]
+        assert p["output"] == [file_url(api, p, i, "png") for i in range(n)]
         assert p["metrics"]["image_count"] == n
         assert f"Total safe images: {n} out of {n}\n" in p["logs"]
     else:
-        assert p["output"] == f"{api.base}/files/{pid}/out-0.png"
+        assert p["output"] == file_url(api, p, 0, "png")
 
 
 def test_output_urls_follow_the_address_the_request_came_to(api: Api) -> None:

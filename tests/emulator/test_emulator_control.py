@@ -12,6 +12,8 @@ from PIL import Image
 
 from airflow_provider_cometapi.emulator.models import DEFAULT_ERRORS
 
+from .helpers import file_url
+
 if TYPE_CHECKING:
     from .helpers import Api
 
@@ -117,7 +119,7 @@ def test_partial_output_shows_data_uris_while_processing(api: Api) -> None:
     assert len(mid["output"]) == 2
     assert all(uri.startswith("data:image/webp;base64,") for uri in mid["output"])
     done = api.wait_terminal(p["id"])
-    assert done["output"] == [f"{api.base}/files/{p['id']}/out-{i}.webp" for i in range(2)]
+    assert done["output"] == [file_url(api, done, i, "webp") for i in range(2)]
 
 
 def test_partial_output_with_prefer_wait_that_times_out(api: Api) -> None:

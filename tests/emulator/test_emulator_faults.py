@@ -290,7 +290,8 @@ def test_invalid_rules_are_rejected(emulator: EmulatorProcess, rule: dict[str, A
 
 
 def test_add_fault_answers_201_with_the_normalised_rule(emulator: EmulatorProcess) -> None:
-    resp = requests.post(emulator.base_url + "/_emulator/faults", json={"kind": "throttle"}, timeout=10)
+    auth = emulator.control_headers()
+    resp = requests.post(emulator.base_url + "/_emulator/faults", json={"kind": "throttle"}, headers=auth, timeout=10)
     assert resp.status_code == 201
     assert resp.json()["rule"] == {
         "kind": "throttle",
@@ -301,7 +302,7 @@ def test_add_fault_answers_201_with_the_normalised_rule(emulator: EmulatorProces
         "header": True,
         "body": True,
     }
-    assert requests.delete(emulator.base_url + "/_emulator/faults", timeout=10).json() == {"cleared": 1}
+    assert requests.delete(emulator.base_url + "/_emulator/faults", headers=auth, timeout=10).json() == {"cleared": 1}
 
 
 # -- --fault on the command line -------------------------------------------------------------

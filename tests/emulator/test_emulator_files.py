@@ -13,7 +13,7 @@ from PIL import Image
 from airflow_provider_cometapi.emulator import images
 from airflow_provider_cometapi.emulator.testing import EmulatorProcess
 
-from .helpers import Api
+from .helpers import Api, file_token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -86,23 +86,21 @@ def test_images_are_deterministic_by_seed_prompt_and_index(api: Api) -> None:
 
 
 def test_files_404_when_not_available(api: Api) -> None:
-    running = api.create_ok(control={"duration": 10})
+    # A running prediction's files: test_emulator_auth.py, which can see the file token.
     done = api.create_ok(output_format="png", control={"duration": 0})
+    token = file_token(done["output"][0])
     base = f"{api.base}/files"
     for url in (
-        f"{base}/{running['id']}/out-0.webp",  # not finished yet
-        f"{base}/{done['id']}/out-1.png",  # index out of range
-        f"{base}/{done['id']}/out-0.webp",  # wrong extension
-        f"{base}/{done['id']}/image.png",  # not a file name the API uses
-        f"{base}/nosuchprediction0000000000/out-0.png",
+        f"{base}/{done['id']}/{token}/out-1.png",  # index out of range
+        f"{base}/{done['id']}/{token}/out-0.webp",  # wrong extension
+        f"{base}/{done['id']}/{token}/image.png",  # not a file name the API uses
+        f"{base}/{done['id']}/out-0.png",  # no file token
+        f"{base}/{done['id']}/{token[:-1]}x/out-0.png",  # a wrong one
+        f"{base}/{done['id']}/{token}{token}/out-0.png",
+        f"{base}/nosuchprediction0000000000/{token}/out-0.png",
     ):
         assert requests.get(url, timeout=10).status_code == 404, url
     assert api.emu.stats(detail=False)["file_downloads"] == 0
-
-
-def test_failed_prediction_has_no_files(api: Api) -> None:
-    p = api.create_ok(control={"duration": 0, "outcome": "failed"})
-    assert requests.get(f"{api.base}/files/{p['id']}/out-0.webp", timeout=10).status_code == 404
 
 
 def test_dimensions_helper() -> None:

@@ -85,7 +85,7 @@ def test_emulator_process_lifecycle() -> None:
         assert emu.port is not None
         assert emu.base_url == f"http://127.0.0.1:{emu.port}"
         assert emu.api_key == "life-key"
-        config = requests.get(emu.base_url + "/_emulator/config", timeout=10).json()
+        config = requests.get(emu.base_url + "/_emulator/config", headers=emu.control_headers(), timeout=10).json()
         assert config["duration"] == 0.2
         assert config["starting_for"] == 0.2  # default 0.3, capped at the duration
         assert emu.stop() == 0
@@ -257,6 +257,8 @@ def test_outage_refuses_connections_then_comes_back_with_its_state() -> None:
 
 @pytest.mark.parametrize("body", [{}, {"seconds": 0}, {"seconds": "x"}, {"seconds": 1000}])
 def test_outage_rejects_bad_durations(emulator: EmulatorProcess, body: dict) -> None:
-    response = requests.post(f"{emulator.base_url}/_emulator/outage", json=body, timeout=5)
+    response = requests.post(
+        f"{emulator.base_url}/_emulator/outage", json=body, headers=emulator.control_headers(), timeout=5
+    )
     assert response.status_code == 400
     assert "seconds" in response.json()["error"]
