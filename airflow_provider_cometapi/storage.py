@@ -212,7 +212,7 @@ def check_destination(destination: Any) -> None:
     else:
         raise InvalidDestinationError(
             f"The destination must be a folder as a URI or absolute path (a str or an ObjectStoragePath), not "
-            f"{type(destination).__name__} {destination!r}: {_EXAMPLES}."
+            f"{type(destination).__name__} {repr(destination)[:100]}: {_EXAMPLES}."
         )
     if not shown.strip():
         raise InvalidDestinationError(f"The destination is empty. Give the folder to store outputs in, {_EXAMPLES}.")
@@ -309,7 +309,9 @@ def contained_path(directory: ObjectStoragePath, name: str) -> ObjectStoragePath
     target = directory / name
     if _is_local(directory):
         if not os.path.isabs(directory.path):
-            raise InvalidDestinationError(f"The destination {directory} is a relative path. Give an absolute one.")
+            raise InvalidDestinationError(
+                f"The destination {directory} is a relative path. Give an absolute path or a URI, {_EXAMPLES}."
+            )
         root = os.path.realpath(directory.path)
         resolved = os.path.realpath(target.path)
         if os.path.dirname(resolved) != root:
