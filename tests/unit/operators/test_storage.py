@@ -12,7 +12,14 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from PIL import Image
 
 from airflow_provider_cometapi.emulator import EmulatorProcess
-from airflow_provider_cometapi.exceptions import CometAPIError, DestinationNotWritableError, OutputExpiredError
+from airflow_provider_cometapi.exceptions import (
+    CometAPIError,
+    DestinationNotWritableError,
+    InvalidDestinationError,
+    OutputExpiredError,
+    OutputTooLargeError,
+    PredictionNotStorableError,
+)
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from tests.fixtures import FAST_RETRIES, set_connection
@@ -129,7 +136,7 @@ def test_data_removed_fails_clearly(monkeypatch, tmp_path):
 
 def test_unfinished_prediction_is_refused(cometapi_conn, tmp_path):
     prediction_id = CometAPIHook().create_prediction(SCHNELL, {"prompt": "x", "_emulator": {"outcome": "never"}}).id
-    with pytest.raises(CometAPIError, match="nothing to store"):
+    with pytest.raises(PredictionNotStorableError, match="nothing to store"):
         save(prediction_id, tmp_path.as_uri())
 
 
@@ -185,3 +192,87 @@ def test_file_host_403_means_expired_not_a_bad_key(cometapi_conn, tmp_path):
     cometapi_conn.add_fault(kind="error", route="files", status=403, envelope="html", count=-1)
     with pytest.raises(OutputExpiredError, match="HTTP 403"):
         save(prediction_id, tmp_path.as_uri())
+
+
+# --- Destinations checked before anything is asked -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ("", "is empty"),
+        ("images", "relative path"),
+        ("file://images", "three slashes"),
+        (42, "not int 42"),
+        (None, "not NoneType None"),
+        ("memory://images", "vanish when the task ends"),
+    ],
+    ids=repr,
+)
+def test_a_destination_that_cannot_work_fails_at_dag_parse(destination, message):
+    with pytest.raises(InvalidDestinationError, match=message):
+        SavePredictionOutputsOperator(task_id="store", prediction_id="abc", destination=destination)
+
+
+def test_a_templated_destination_is_checked_before_any_request(cometapi_conn, tmp_path):
+    operator = SavePredictionOutputsOperator(
+        task_id="store", prediction_id=finished(), destination="{{ params.folder }}/images"
+    )
+    before = cometapi_conn.stats(detail=False)
+    operator.destination = "images/2026-12-01"  # as Airflow renders it: relative to the worker's folder
+    with pytest.raises(InvalidDestinationError, match="relative path"):
+        operator.execute({})
+    after = cometapi_conn.stats(detail=False)
+    assert (after["polls"], after["creates"], after["file_downloads"]) == (
+        before["polls"],
+        before["creates"],
+        before["file_downloads"],
+    )
+    assert after["requests"] == before["requests"]
+
+
+@pytest.mark.parametrize("destination", ["memory://images", 42, None, "", "relative/images"], ids=repr)
+def test_a_destination_given_at_run_time_is_checked_before_any_request(cometapi_conn, destination):
+    operator = SavePredictionOutputsOperator(task_id="store", prediction_id="abc", destination="{{ x }}")
+    operator.destination = destination
+    with pytest.raises(InvalidDestinationError):
+        operator.execute({})
+    assert cometapi_conn.stats(detail=False)["requests"] == 0
+
+
+def test_stale_partial_files_are_removed_and_the_final_file_is_whole(cometapi_conn, tmp_path):
+    prediction_id = finished(output_format="png")
+    stale = [f".{prediction_id}_0.png.partial-0123456789abcdef0123456789abcdef", f".{prediction_id}.json.partial-ab"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"half a file from a killed run")
+    (tmp_path / ".another_0.png.partial-ab").write_bytes(b"not this prediction's")
+    save(prediction_id, tmp_path.as_uri())
+    assert files_in(tmp_path) == [".another_0.png.partial-ab", f"{prediction_id}.json", f"{prediction_id}_0.png"]
+    with Image.open(tmp_path / f"{prediction_id}_0.png") as image:
+        image.verify()
+
+
+@pytest.fixture
+def small_outputs(cometapi_conn, monkeypatch):
+    """A second connection to the emulator allowing outputs of at most 1000 bytes."""
+    set_connection(
+        monkeypatch, {**cometapi_conn.connection_dict(), "extra": {"max_output_bytes": 1000}}, "cometapi_small"
+    )
+    return "cometapi_small"
+
+
+def test_an_output_over_max_output_bytes_leaves_nothing(cometapi_conn, small_outputs, tmp_path):
+    prediction_id = finished(output_format="png")
+    with pytest.raises(OutputTooLargeError, match="more than the 1,000 bytes .*max_output_bytes") as caught:
+        save(prediction_id, tmp_path.as_uri(), cometapi_conn_id=small_outputs)
+    assert caught.value.limit == 1000
+    assert caught.value.url.startswith(cometapi_conn.base_url)
+    assert "?" not in caught.value.url
+    assert files_in(tmp_path) == []
+
+
+def test_a_data_uri_over_max_output_bytes_leaves_nothing(cometapi_conn, small_outputs, tmp_path):
+    prediction_id = finished(output_format="png", _emulator={"data_uri": True})
+    with pytest.raises(OutputTooLargeError, match="max_output_bytes"):
+        save(prediction_id, tmp_path.as_uri(), cometapi_conn_id=small_outputs)
+    assert files_in(tmp_path) == []
