@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -39,6 +39,7 @@ from airflow_provider_cometapi.responses import (
     past_deadline,
     read_response,
     requests_failure,
+    timeout_failure,
     too_large,
 )
 from airflow_provider_cometapi.retry import LoggerLike, RetryPolicy
@@ -197,6 +198,8 @@ class CometAPIHook(BaseHook):
                     raise requests_failure(
                         exc, request, settings, timed_out_after=seconds if watch.expired else None
                     ) from None
+            if watch.expired:  # cut short: what arrived may look whole (an empty 200) but is not
+                raise timeout_failure(request, settings, seconds)
             if more and limit > MAX_ERROR_BODY_BYTES:
                 raise too_large(request, response.status_code, limit)
             return read_response(
@@ -300,7 +303,7 @@ class CometAPIHook(BaseHook):
                                 secret=settings.api_key,
                             )
                         length = announced_length(response.headers)
-                        chunks = response.iter_content(CHUNK_SIZE)
+                        chunks = _until_cut(response.iter_content(CHUNK_SIZE), watch, request, settings)
                         return consume(
                             OutputStream(
                                 url=request.subject,
@@ -440,6 +443,18 @@ class CometAPIHook(BaseHook):
             request.subject,
             status,
         )
+
+
+def _until_cut(
+    chunks: Iterator[bytes], watch: Deadline, request: ApiRequest, settings: CometAPISettings
+) -> Iterator[bytes]:
+    """``chunks``, failing instead of ending when the deadline cut the download (it only looks complete)."""
+    for chunk in chunks:
+        if watch.expired:
+            break
+        yield chunk
+    if watch.expired:
+        raise timeout_failure(request, settings, watch.seconds)
 
 
 def _attempt_seconds(limit: float, deadline: float | None, request: ApiRequest) -> float:
