@@ -257,7 +257,9 @@ def test_a_worker_wait_cut_by_its_deadline_times_out_and_cancels(cometapi_conn, 
     # Every poll answers after the wait's deadline: the deadline cuts it, and the outcome is
     # the timeout (which cancels), not a failed-polling error.
     cometapi_conn.add_fault(kind="slow", route="get", count=-1, delay=5)
-    op = operator(deferrable=False, timeout=1, poll_interval=0.2, input={"prompt": "x", "_emulator": {"outcome": "never"}})
+    op = operator(
+        deferrable=False, timeout=1, poll_interval=0.2, input={"prompt": "x", "_emulator": {"outcome": "never"}}
+    )
     started = time.monotonic()
     with pytest.raises(PredictionTimeoutError, match="did not finish before the deadline.*and cancelled it"):
         op.execute(context)
