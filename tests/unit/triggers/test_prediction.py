@@ -240,3 +240,18 @@ async def test_on_kill_cancel_is_bounded(cometapi_conn, monkeypatch):
     started = time.monotonic()
     await PredictionTrigger(prediction_id).on_kill()  # logs a warning, never raises
     assert time.monotonic() - started < 2
+
+
+def test_the_guide_shows_the_event_as_the_code_builds_it():
+    import json
+    import re
+    from pathlib import Path
+    from typing import get_type_hints
+
+    from airflow_provider_cometapi.polling import PredictionEvent, read_event
+
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "operators.md").read_text()
+    (sample,) = re.findall(r"```json\n(\{\n  \"v\".*?)```", guide, re.S)
+    shown = json.loads(sample)
+    assert set(shown) == set(get_type_hints(PredictionEvent))
+    assert read_event(shown) == shown
