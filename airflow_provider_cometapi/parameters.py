@@ -21,12 +21,13 @@ from airflow_provider_cometapi.exceptions import InvalidParameterError
 MAX_SECONDS = 365 * 24 * 3600.0
 
 
-def duration(name: str, value: Any, *, allow_zero: bool = False) -> float:
+def duration(name: str, value: Any, *, allow_zero: bool = False, example: float = 300) -> float:
     """
     ``value`` (seconds or a ``timedelta``) as seconds, if it is a duration a wait can use.
 
     :param name: the argument, as the DAG author wrote it (named in the message).
     :param allow_zero: accept 0 (an Airflow sensor's own ``poke_interval`` rule).
+    :param example: a sensible value, shown in the message.
     :raises InvalidParameterError: not a number or timedelta, NaN, infinite, negative, 0 (unless
         ``allow_zero``) or over ``MAX_SECONDS``.
     """
@@ -40,16 +41,16 @@ def duration(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if not usable:
         kind = "non-negative" if allow_zero else "positive"
         raise InvalidParameterError(
-            f"{name} must be a finite, {kind} number of seconds or a timedelta, at most {MAX_SECONDS / 86400:g} "
-            f"days, got {_shown(value)}. Set `{name}` to how long to wait, for example {name}=300 or "
-            f"{name}=timedelta(minutes=5)."
+            f"{name} must be a {kind} number of seconds or a timedelta, finite and at most "
+            f"{MAX_SECONDS / 86400:g} days, got {_shown(value)}. Use for example {name}={example:g} or "
+            f"{name}=timedelta(seconds={example:g})."
         )
     return seconds
 
 
 def poll_interval(value: Any, *, name: str = "poll_interval") -> float:
     """Seconds between two status checks of a prediction."""
-    return duration(name, value)
+    return duration(name, value, example=5)
 
 
 def deadline(value: Any) -> float | None:
