@@ -114,7 +114,7 @@ class PredictionTrigger(BaseTrigger):
         self.log.info("The task was killed: cancelling prediction %s.", self.prediction_id)
         async with CometAPIHook(self.cometapi_conn_id) as hook:
             try:
-                # The deadline bounds the requests; wait_for the connection lookup too.
+                # The deadline bounds the requests, wait_for the connection lookup as well.
                 cancel = hook.acancel_prediction(self.prediction_id, deadline=time.time() + CANCEL_TIMEOUT)
                 await asyncio.wait_for(cancel, CANCEL_TIMEOUT + 1)
             except Exception as error:  # best effort: the task is already being killed
