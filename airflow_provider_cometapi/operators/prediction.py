@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
+from airflow_provider_cometapi import parameters
+from airflow_provider_cometapi.exceptions import PredictionTimeoutError, PredictionWaitError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY, PredictionLink
 from airflow_provider_cometapi.models import Prediction
-from airflow_provider_cometapi.polling import PredictionWatch, resolve_event, wait_for_prediction
+from airflow_provider_cometapi.polling import CANCEL_TIMEOUT, PredictionWatch, resolve_event, wait_for_prediction
 from airflow_provider_cometapi.resume import (
     TaskStateStore,
     forget,
@@ -22,18 +23,10 @@ from airflow_provider_cometapi.resume import (
     request_fingerprint,
     resumable_prediction,
 )
-from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+from airflow_provider_cometapi.triggers.prediction import defer_wait
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-# The deferral's own timeout comes this long after the trigger's deadline, so that the
-# trigger's timeout event (which cancels the prediction) wins over Airflow killing the wait.
-DEFER_TIMEOUT_MARGIN = timedelta(minutes=3)
-
-
-def seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class CreatePredictionOperator(BaseOperator):
@@ -46,6 +39,8 @@ class CreatePredictionOperator(BaseOperator):
 
     Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``;
     on timeout it cancels the prediction and fails saying whether the cancel was accepted.
+    ``poll_interval``, ``timeout`` and ``prefer_wait`` are checked when the DAG is parsed
+    (``InvalidParameterError``), so a value that cannot work never creates a prediction.
     Other ``BaseOperator`` arguments (``retries``, ``pool``, ...) pass through ``kwargs``.
 
     :param model: ``owner/name`` or ``owner/name:version``, e.g. ``black-forest-labs/flux-schnell``.
@@ -58,11 +53,12 @@ class CreatePredictionOperator(BaseOperator):
         prediction as just created.
     :param deferrable: wait in the triggerer, freeing the worker slot. Defaults to Airflow's
         ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status checks.
-    :param timeout: how long to wait (seconds or timedelta) before cancelling the prediction and
-        failing the task.
-    :param prefer_wait: 1-60: ask the gateway to hold the create call that many seconds; a
-        prediction that finishes within it completes the task without any polling or deferral.
+    :param poll_interval: seconds (or a timedelta) between status checks; finite and positive.
+    :param timeout: how long to wait (seconds or timedelta, finite and positive) before
+        cancelling the prediction and failing the task. No status check outlives it.
+    :param prefer_wait: a whole number from 1 to 60: ask the gateway to hold the create call
+        that many seconds; a prediction that finishes within it completes the task without any
+        polling or deferral.
     :param cancel_on_kill: cancel the prediction when the task is killed (worker ``on_kill``, or a
         user marking a deferred task failed/success on Airflow 3.3+).
     :param durable: on Airflow 3.3+, a try that follows one which already created a prediction
@@ -86,7 +82,7 @@ class CreatePredictionOperator(BaseOperator):
         cometapi_conn_id: str = CometAPIHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 5.0,
+        poll_interval: float | timedelta = 5.0,
         timeout: float | timedelta = timedelta(hours=1),
         prefer_wait: int | None = None,
         cancel_on_kill: bool = True,
@@ -99,11 +95,9 @@ class CreatePredictionOperator(BaseOperator):
         self.cometapi_conn_id = cometapi_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        if not float(poll_interval) > 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}.")
-        self.poll_interval = float(poll_interval)
-        self.timeout = seconds(timeout)
-        self.prefer_wait = prefer_wait
+        self.poll_interval = parameters.poll_interval(poll_interval)
+        self.timeout = parameters.duration("timeout", timeout)
+        self.prefer_wait = parameters.prefer_wait(prefer_wait)
         self.cancel_on_kill = cancel_on_kill
         self.durable = durable
         self.prediction_id: str | None = None
@@ -126,16 +120,12 @@ class CreatePredictionOperator(BaseOperator):
         # prefer_wait, or failing at once) completes here without deferring.
         event = watch.observe(prediction)
         if event is None and self.deferrable:
-            self.defer(
-                trigger=PredictionTrigger(
-                    prediction_id=prediction.id,
-                    cometapi_conn_id=self.cometapi_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=watch.deadline,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
+            defer_wait(
+                self,
+                watch,
+                cometapi_conn_id=self.cometapi_conn_id,
+                timeout=self.timeout,
+                cancel_on_kill=self.cancel_on_kill,
             )
         if event is None:
             event = wait_for_prediction(self.hook, watch)
@@ -185,18 +175,14 @@ class CreatePredictionOperator(BaseOperator):
                 "Raise the operator's `timeout` if the model needs longer.",
                 prediction_id=timeout.prediction_id,
             ) from None
-        except PredictionFailedError:
-            raise
-        except CometAPIError:
+        except PredictionWaitError as broken:
             # Waiting broke (persistent API failure) while the prediction may still be running:
             # the next try resumes it if there is one; otherwise cancel rather than leave it
             # running unwatched.
-            if not isinstance(event, dict):
-                raise
             if self._will_resume(context):
-                self.log.warning("Prediction %s keeps running; the next try resumes it.", event.get("prediction_id"))
+                self.log.warning("Prediction %s keeps running; the next try resumes it.", broken.prediction_id)
             else:
-                self._cancel(event.get("prediction_id"))
+                self._cancel(broken.prediction_id)
             raise
         self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
         self._forget(context)
@@ -204,7 +190,8 @@ class CreatePredictionOperator(BaseOperator):
 
     def _cancel(self, prediction_id: str | None) -> bool:
         """
-        Best effort and at most once: a failed cancel must not hide why the task ended.
+        Best effort, at most once and within ``CANCEL_TIMEOUT``: a failed cancel must not hide
+        why the task ended, nor hold it long after its wait ended.
 
         Returns whether CometAPI accepted the cancel.
         """
@@ -212,7 +199,7 @@ class CreatePredictionOperator(BaseOperator):
             return False
         self._cancelled = True
         try:
-            accepted = self.hook.cancel_prediction(prediction_id) is not None
+            accepted = self.hook.cancel_prediction(prediction_id, deadline=time.time() + CANCEL_TIMEOUT) is not None
         except Exception as error:
             self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
             return False

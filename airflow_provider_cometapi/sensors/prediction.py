@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +16,11 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_cometapi import parameters
 from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.operators.prediction import DEFER_TIMEOUT_MARGIN
-from airflow_provider_cometapi.polling import PredictionWatch, resolve_event
-from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+from airflow_provider_cometapi.polling import LogMode, PredictionWatch, resolve_event
+from airflow_provider_cometapi.triggers.prediction import defer_wait
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -35,7 +34,10 @@ class PredictionSensor(BaseSensorOperator):
     ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout). The arguments of
     every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``, ``timeout``,
     ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the poll interval
-    and ``timeout`` the trigger's absolute deadline.
+    and ``timeout`` the trigger's absolute deadline. ``timeout`` must be finite and positive
+    (no poke outlives it), and so must ``poke_interval`` when deferred; a 0 ``poke_interval``
+    in poke or reschedule mode is allowed as Airflow allows it. Checked when the DAG is parsed
+    (``InvalidParameterError``).
 
     :param prediction_id: the prediction to wait for, e.g.
         ``"{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"``. Templated.
@@ -57,7 +59,14 @@ class PredictionSensor(BaseSensorOperator):
         cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
+        # Before Airflow's own checks, which let NaN and infinity through to a raw OverflowError.
+        for name in ("timeout", "poke_interval"):
+            if kwargs.get(name) is not None:
+                parameters.duration(name, kwargs[name], allow_zero=name == "poke_interval" and not deferrable)
         super().__init__(**kwargs)
+        if deferrable:  # the defaults too ([sensors] default_timeout): they become the trigger's
+            parameters.poll_interval(self.poke_interval, name="poke_interval")
+            parameters.duration("timeout", self.timeout)
         self.prediction_id = prediction_id
         self.cometapi_conn_id = cometapi_conn_id
         self.deferrable = deferrable
@@ -69,8 +78,16 @@ class PredictionSensor(BaseSensorOperator):
 
     @cached_property
     def _watch(self) -> PredictionWatch:
-        # Kept across pokes in poke mode, so the log shows only what is new at each poke.
-        return PredictionWatch(self.prediction_id, self.poke_interval, None, self.log, stream_logs=not self.reschedule)
+        # Kept across pokes in poke mode, so the log shows only what is new at each poke; made
+        # at the first poke, as Airflow starts the sensor's timeout then. A rescheduled sensor
+        # is a fresh object at every poke: its deadline only bounds that poke.
+        return PredictionWatch(
+            self.prediction_id,
+            self.poke_interval,
+            time.time() + self.timeout,
+            self.log,
+            LogMode.AT_END if self.reschedule else LogMode.STREAM,
+        )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -86,21 +103,17 @@ class PredictionSensor(BaseSensorOperator):
             raise
         if done.is_done:
             return done.xcom_value
-        self.defer(
-            trigger=PredictionTrigger(
-                prediction_id=self.prediction_id,
-                cometapi_conn_id=self.cometapi_conn_id,
-                poll_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
-                cancel_on_kill=self.cancel_on_kill,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
+        defer_wait(
+            self,
+            self._watch,
+            cometapi_conn_id=self.cometapi_conn_id,
+            timeout=self.timeout,
+            cancel_on_kill=self.cancel_on_kill,
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
         try:
-            event = self._watch.observe(self.hook.get_prediction(self.prediction_id))
+            event = self._watch.observe(self.hook.get_prediction(self.prediction_id, deadline=self._watch.deadline))
         except CometAPIError as error:
             event = self._watch.poll_failed(error)
             if event is not None and not error.transient:

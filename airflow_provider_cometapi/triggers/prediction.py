@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_cometapi import parameters
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.polling import PredictionWatch, await_prediction, error_event
+from airflow_provider_cometapi.polling import (
+    CANCEL_TIMEOUT,
+    LogMode,
+    PredictionEvent,
+    PredictionWatch,
+    await_prediction,
+    error_event,
+)
 
-# on_kill gets a bounded time from Airflow; a cancel that has not answered by then is dropped.
-CANCEL_TIMEOUT = 10.0
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import BaseOperator
+
+# The deferral's own timeout comes this long after the trigger's deadline, so that the
+# trigger's timeout event (which cancels the prediction) wins over Airflow killing the wait.
+DEFER_TIMEOUT_MARGIN = timedelta(minutes=3)
 
 
 class PredictionTrigger(BaseTrigger):
     """
-    Poll a prediction until it ends, then fire exactly one event (its shape is below).
+    Poll a prediction until it ends, then fire exactly one event, a ``PredictionEvent``.
 
     One hook serves the whole run: one connection lookup, and the event loop's HTTP session
     that every trigger in the triggerer shares. The prediction's log is written once, when it
@@ -28,9 +42,9 @@ class PredictionTrigger(BaseTrigger):
 
     :param prediction_id: the prediction to wait for.
     :param cometapi_conn_id: the CometAPI connection.
-    :param poll_interval: seconds between polls.
+    :param poll_interval: seconds between polls; finite and positive.
     :param deadline: absolute Unix time after which a ``timeout`` event fires; it survives a
-        triggerer restart (a deadline already passed fires at once).
+        triggerer restart (a deadline already passed fires at once). No poll outlives it.
     :param cancel_on_kill: cancel the prediction when a user kills the deferred task (marks it
         failed or success, or clears it); Airflow 3.3+. A triggerer restart never cancels.
     """
@@ -46,8 +60,8 @@ class PredictionTrigger(BaseTrigger):
         super().__init__()
         self.prediction_id = prediction_id
         self.cometapi_conn_id = cometapi_conn_id
-        self.poll_interval = float(poll_interval)
-        self.deadline = None if deadline is None else float(deadline)
+        self.poll_interval = parameters.poll_interval(poll_interval)
+        self.deadline = parameters.deadline(deadline)
         self.cancel_on_kill = cancel_on_kill
         self._hook: CometAPIHook | None = None
 
@@ -68,15 +82,17 @@ class PredictionTrigger(BaseTrigger):
         """Poll until the prediction ends, the deadline passes or polling keeps failing; yield one event."""
         # The outcome and the prediction's log are written once, in one record, at the end: with
         # thousands of triggers, log records would otherwise cost more than the polls.
-        watch = PredictionWatch(
-            self.prediction_id, self.poll_interval, self.deadline, self.log, stream_logs=False, log_end=False
-        )
+        watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log, LogMode.COLLECT)
         self._hook = CometAPIHook(self.cometapi_conn_id)
+        event: PredictionEvent
         try:
             event = await await_prediction(self._hook, watch)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
             self.log.exception("Waiting for prediction %s failed unexpectedly.", self.prediction_id)
-            event = error_event(self.prediction_id, f"{type(error).__name__}: {error}")
+            event = error_event(
+                self.prediction_id,
+                f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+            )
         finally:
             await self.cleanup()
         if watch.end_log:
@@ -98,6 +114,31 @@ class PredictionTrigger(BaseTrigger):
         self.log.info("The task was killed: cancelling prediction %s.", self.prediction_id)
         async with CometAPIHook(self.cometapi_conn_id) as hook:
             try:
-                await asyncio.wait_for(hook.acancel_prediction(self.prediction_id), CANCEL_TIMEOUT)
+                # The deadline bounds the requests, wait_for the connection lookup as well.
+                cancel = hook.acancel_prediction(self.prediction_id, deadline=time.time() + CANCEL_TIMEOUT)
+                await asyncio.wait_for(cancel, CANCEL_TIMEOUT + 1)
             except Exception as error:  # best effort: the task is already being killed
                 self.log.warning("Could not cancel prediction %s: %s", self.prediction_id, error)
+
+
+def defer_wait(
+    task: BaseOperator, watch: PredictionWatch, *, cometapi_conn_id: str, timeout: float, cancel_on_kill: bool
+) -> NoReturn:
+    """
+    Defer ``task`` to a ``PredictionTrigger`` for the rest of ``watch``; it resumes in ``execute_complete``.
+
+    The one deferral of the operator and the sensor. Airflow's own timeout of the deferral is
+    ``timeout`` plus ``DEFER_TIMEOUT_MARGIN``, so the trigger's ``timeout`` event at
+    ``watch.deadline`` (on which the task cancels the prediction) comes first.
+    """
+    task.defer(
+        trigger=PredictionTrigger(
+            prediction_id=watch.prediction_id,
+            cometapi_conn_id=cometapi_conn_id,
+            poll_interval=watch.poll_interval,
+            deadline=watch.deadline,
+            cancel_on_kill=cancel_on_kill,
+        ),
+        method_name="execute_complete",
+        timeout=timedelta(seconds=timeout) + DEFER_TIMEOUT_MARGIN,
+    )

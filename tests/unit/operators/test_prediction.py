@@ -9,13 +9,15 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_cometapi.exceptions import (
-    CometAPIError,
     InvalidInputError,
+    InvalidParameterError,
     PredictionFailedError,
     PredictionTimeoutError,
+    PredictionWaitError,
+    UnexpectedEventError,
 )
-from airflow_provider_cometapi.operators.prediction import DEFER_TIMEOUT_MARGIN, CreatePredictionOperator
-from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
+from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.triggers.prediction import DEFER_TIMEOUT_MARGIN, PredictionTrigger
 
 SCHNELL = "black-forest-labs/flux-schnell"
 
@@ -115,14 +117,19 @@ def test_complete_timeout_cancels_and_says_so(cometapi_conn, context):
 
 
 def test_complete_error_event_fails_with_its_message():
-    with pytest.raises(CometAPIError, match="gateway down"):
+    with pytest.raises(PredictionWaitError, match="gateway down") as info:
         operator().execute_complete({}, {"status": "error", "prediction_id": "p1", "message": "gateway down"})
+    assert info.value.prediction_id == "p1"
 
 
-@pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "succeeded", {"status": "succeeded"}])
-def test_complete_rejects_missing_or_unknown_events(event):
-    with pytest.raises(CometAPIError):
+@pytest.mark.parametrize(
+    "event",
+    [None, {}, {"status": "weird"}, "succeeded", {"status": "succeeded"}, {"status": "weird", "prediction_id": "p1"}],
+)
+def test_complete_rejects_missing_or_unknown_events(cometapi_conn, event):
+    with pytest.raises(UnexpectedEventError, match="unexpected event"):
         operator().execute_complete({}, event)
+    assert cometapi_conn.stats(detail=False)["requests"] == 0  # nothing cancelled on a stranger's word
 
 
 def test_on_kill_cancels_once(cometapi_conn, context):
@@ -179,12 +186,82 @@ def test_timeout_message_says_when_cancel_is_not_supported(monkeypatch, context)
 def test_error_event_cancels_the_prediction(cometapi_conn, context):
     op = operator(wait_for_completion=False, input={"prompt": "x", "_emulator": {"outcome": "never"}})
     prediction_id = op.execute(context)["id"]
-    with pytest.raises(CometAPIError, match="gateway down"):
+    with pytest.raises(PredictionWaitError, match="gateway down"):
         operator().execute_complete({}, {"status": "error", "prediction_id": prediction_id, "message": "gateway down"})
     assert cometapi_conn.stats()["predictions"][prediction_id]["status"] == "canceled"
 
 
-@pytest.mark.parametrize("interval", [0, -1])
-def test_poll_interval_must_be_positive(interval):
-    with pytest.raises(ValueError, match="poll_interval"):
-        operator(poll_interval=interval)
+BAD_WAITING_ARGUMENTS = [
+    ("poll_interval", 0),
+    ("poll_interval", -1),
+    ("poll_interval", float("nan")),
+    ("poll_interval", float("inf")),
+    ("poll_interval", "5"),
+    ("poll_interval", None),
+    ("timeout", 0),
+    ("timeout", -5),
+    ("timeout", timedelta(seconds=-1)),
+    ("timeout", timedelta(0)),
+    ("timeout", float("nan")),
+    ("timeout", float("inf")),
+    ("timeout", 1e300),
+    ("timeout", True),
+    ("timeout", None),
+    ("prefer_wait", 0),
+    ("prefer_wait", 61),
+    ("prefer_wait", 10.5),
+    ("prefer_wait", True),
+    ("prefer_wait", "10"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_WAITING_ARGUMENTS, ids=[f"{n}={v!r}" for n, v in BAD_WAITING_ARGUMENTS])
+def test_waiting_arguments_that_cannot_work_fail_at_dag_parse(name, value):
+    with pytest.raises(InvalidParameterError, match=f"^{name} must be") as info:
+        operator(**{name: value})
+    assert isinstance(info.value, ValueError)  # as Airflow's own argument checks raise
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "poll_interval", "timeout", "prefer_wait"),
+    [
+        ({"poll_interval": timedelta(seconds=2), "timeout": timedelta(minutes=1)}, 2.0, 60.0, None),
+        ({"poll_interval": 1, "timeout": 30, "prefer_wait": 60}, 1.0, 30.0, 60),
+        ({"prefer_wait": 1}, 0.1, 3600.0, 1),
+    ],
+)
+def test_waiting_arguments_are_kept_as_seconds(kwargs, poll_interval, timeout, prefer_wait):
+    op = operator(**kwargs)
+    assert (op.poll_interval, op.timeout, op.prefer_wait) == (poll_interval, timeout, prefer_wait)
+
+
+def test_worker_wait_passes_its_deadline_to_every_poll(cometapi_conn, context, monkeypatch):
+    from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+
+    deadlines = []
+    original = CometAPIHook.get_prediction
+
+    def recording(self, prediction_id, *, deadline=None):
+        deadlines.append(deadline)
+        return original(self, prediction_id, deadline=deadline)
+
+    monkeypatch.setattr(CometAPIHook, "get_prediction", recording)
+    before = time.time()
+    operator(deferrable=False, timeout=60, input={"prompt": "x", "_emulator": {"duration": 0.3}}).execute(context)
+    assert deadlines
+    assert all(before + 60 <= deadline <= time.time() + 60 for deadline in deadlines)
+    assert len(set(deadlines)) == 1  # one absolute deadline for the whole wait
+
+
+def test_a_worker_wait_cut_by_its_deadline_times_out_and_cancels(cometapi_conn, context):
+    # Every poll answers after the wait's deadline: the deadline cuts it, and the outcome is
+    # the timeout (which cancels), not a failed-polling error.
+    cometapi_conn.add_fault(kind="slow", route="get", count=-1, delay=5)
+    op = operator(
+        deferrable=False, timeout=1, poll_interval=0.2, input={"prompt": "x", "_emulator": {"outcome": "never"}}
+    )
+    started = time.monotonic()
+    with pytest.raises(PredictionTimeoutError, match="did not finish before the deadline.*and cancelled it"):
+        op.execute(context)
+    assert time.monotonic() - started < 3
+    assert cometapi_conn.stats(detail=False)["cancels"] == 1

@@ -18,7 +18,7 @@ def create(**control) -> str:
 
 
 def sensor(prediction_id: str, **kwargs) -> PredictionSensor:
-    return PredictionSensor(task_id="sense", prediction_id=prediction_id, poke_interval=0.1, **kwargs)
+    return PredictionSensor(task_id="sense", prediction_id=prediction_id, **{"poke_interval": 0.1, **kwargs})
 
 
 def test_poke_reports_progress_until_done(cometapi_conn):
@@ -94,3 +94,63 @@ def test_poke_mode_streams_only_new_lines(cometapi_conn, capfd):
     time.sleep(0.5)
     sense.poke({})
     assert capfd.readouterr().out.count("Using seed") == 1
+
+
+def test_deferral_is_the_shared_one(cometapi_conn):
+    from datetime import timedelta
+
+    from airflow_provider_cometapi.triggers.prediction import DEFER_TIMEOUT_MARGIN, PredictionTrigger
+
+    prediction_id = create(outcome="never")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(prediction_id, deferrable=True, timeout=120, poke_interval=2).execute({})
+    assert isinstance(deferred.value.trigger, PredictionTrigger)
+    assert deferred.value.trigger.poll_interval == 2.0
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout == timedelta(seconds=120) + DEFER_TIMEOUT_MARGIN
+
+
+def test_the_sensor_does_not_import_the_operator_module():
+    import ast
+    import inspect
+
+    from airflow_provider_cometapi.sensors import prediction as sensor_module
+
+    tree = ast.parse(inspect.getsource(sensor_module))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "airflow_provider_cometapi.operators.prediction" not in imported
+
+
+BAD_ARGUMENTS = [
+    # (sensor arguments, the argument the message names)
+    ({"timeout": float("nan")}, "timeout"),
+    ({"timeout": float("inf")}, "timeout"),  # Airflow's own check would give a raw OverflowError
+    ({"timeout": 0}, "timeout"),
+    ({"timeout": -1}, "timeout"),
+    ({"poke_interval": float("inf")}, "poke_interval"),
+    ({"poke_interval": -1}, "poke_interval"),
+    ({"poke_interval": 0, "deferrable": True}, "poke_interval"),
+    ({"timeout": 0, "deferrable": True}, "timeout"),
+    ({"timeout": 1e300, "deferrable": True}, "timeout"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name"), BAD_ARGUMENTS, ids=[repr(kwargs) for kwargs, _ in BAD_ARGUMENTS])
+def test_waiting_arguments_that_cannot_work_fail_at_dag_parse(kwargs, name):
+    from airflow_provider_cometapi.exceptions import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=f"^{name} must be"):
+        PredictionSensor(task_id="sense", prediction_id="p1", **kwargs)
+
+
+def test_a_zero_poke_interval_stays_allowed_where_airflow_allows_it():
+    assert PredictionSensor(task_id="sense", prediction_id="p1", poke_interval=0).poke_interval == 0
+
+
+def test_a_poke_is_bounded_by_the_sensor_timeout(cometapi_conn):
+    prediction_id = create(outcome="never")
+    cometapi_conn.add_fault(kind="slow", route="get", count=-1, delay=5)
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout, match="did not finish before the deadline"):
+        sensor(prediction_id, timeout=1).poke({})
+    assert time.monotonic() - started < 2.5

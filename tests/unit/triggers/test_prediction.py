@@ -184,3 +184,74 @@ async def test_on_kill_respects_cancel_on_kill_false(cometapi_conn):
     prediction_id = create(cometapi_conn, outcome="never")
     await PredictionTrigger(prediction_id, cancel_on_kill=False).on_kill()
     assert cometapi_conn.stats()["cancels"] == 0
+
+
+async def test_the_event_has_the_versioned_shape(cometapi_conn):
+    prediction_id = create(cometapi_conn)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 30))
+    assert set(event) == {"v", "status", "prediction_id", "prediction", "outputs_shortened", "message"}
+    assert event["v"] == 1
+    assert event["outputs_shortened"] is False
+
+
+async def test_a_dripping_gateway_cannot_hold_the_trigger_past_its_deadline(cometapi_conn):
+    prediction_id = create(cometapi_conn, outcome="never")
+    cometapi_conn.add_fault(kind="slow", route="get", count=-1, delay=5)
+    started = time.monotonic()
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.2, deadline=time.time() + 1))
+    assert event["status"] == "timeout"  # not "error": the deadline cut the poll, and a timeout cancels
+    assert "the last poll failed" in event["message"]
+    assert time.monotonic() - started < 2.5
+
+
+async def test_the_outcome_and_the_log_are_one_record(cometapi_conn, capfd):
+    prediction_id = create(cometapi_conn, duration=0.3)
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 30))
+    out = capfd.readouterr().out
+    assert f"{event['message']} Its log:" in out
+    assert out.count("Using seed") == 1
+    assert f"Prediction {prediction_id}: status succeeded" not in out  # said once, in the outcome
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": float("nan")}, "poll_interval"),
+        ({"poll_interval": float("inf")}, "poll_interval"),
+        ({"deadline": float("nan")}, "deadline"),
+        ({"deadline": float("inf")}, "deadline"),
+        ({"deadline": "tomorrow"}, "deadline"),
+    ],
+)
+def test_arguments_that_cannot_work_are_refused(kwargs, name):
+    from airflow_provider_cometapi.exceptions import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=f"^{name} must be"):
+        PredictionTrigger("p1", **kwargs)
+
+
+async def test_on_kill_cancel_is_bounded(cometapi_conn, monkeypatch):
+    from airflow_provider_cometapi.triggers import prediction as trigger_module
+
+    monkeypatch.setattr(trigger_module, "CANCEL_TIMEOUT", 0.5)
+    prediction_id = create(cometapi_conn, outcome="never")
+    cometapi_conn.add_fault(kind="slow", route="cancel", count=-1, delay=5)
+    started = time.monotonic()
+    await PredictionTrigger(prediction_id).on_kill()  # logs a warning, never raises
+    assert time.monotonic() - started < 2
+
+
+def test_the_guide_shows_the_event_as_the_code_builds_it():
+    import json
+    import re
+    from pathlib import Path
+    from typing import get_type_hints
+
+    from airflow_provider_cometapi.polling import PredictionEvent, read_event
+
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "operators.md").read_text()
+    (sample,) = re.findall(r"```json\n(\{\n  \"v\".*?)```", guide, re.S)
+    shown = json.loads(sample)
+    assert set(shown) == set(get_type_hints(PredictionEvent))
+    assert read_event(shown) == shown
