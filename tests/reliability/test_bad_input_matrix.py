@@ -22,6 +22,7 @@ from airflow_provider_cometapi.exceptions import (
     CometAPIConfigurationError,
     DestinationNotWritableError,
     InvalidInputError,
+    InvalidParameterError,
     InvalidModelIdError,
     InvalidPredictionIdError,
     ModelNotFoundError,
@@ -197,8 +198,8 @@ ROWS = [
         lambda tmp_path: CreatePredictionOperator(
             task_id="generate", model=SCHNELL, input={"prompt": "x"}, prefer_wait=90
         ).execute({"ti": TaskInstance()}),  # type: ignore[arg-type]
-        InvalidInputError,
-        ("wait must be a whole number of seconds from 1 to 60",),
+        InvalidParameterError,
+        ("prefer_wait must be a whole number of seconds from 1 to 60",),
     ),
 ]
 
