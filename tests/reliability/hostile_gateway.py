@@ -56,7 +56,7 @@ from typing import Any
 
 CHUNK = 64 * 1024
 MAX_HEAD = 64 * 1024
-MAX_REQUEST_BODY = 1024 * 1024
+MAX_REQUEST_BODY = 16 * 1024 * 1024  # a scenario may carry megabytes of inline (data:) output
 ANSWER_BOUND = 60.0  # seconds any one answer may take, dripping or endless
 ENDLESS_BYTES = 256 * 1024 * 1024  # an "endless" body ends here, for clients that never stop reading
 DRIP_FOR = 6.0  # seconds a dripping answer drips before the connection closes

@@ -531,8 +531,8 @@ STORE_ROWS = [
         output("{base}/files/drip.png"),
         {"drip.png": {"size": 4096, "drip": True, "drip_for": 30}},
         error=CometAPITimeoutError,
-        # Two attempts, each bounded in total by connect + read timeout (1 s + 1 s).
-        extra={"timeout": 1, "connect_timeout": 1},
+        # Two attempts, each cut off by the whole-download deadline; a byte a second never trips the read timeout.
+        extra={"download_timeout": 2, "timeout": 30},
         deadline=8.0,
     ),
     StoreRow(
