@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,16 @@ from airflow_provider_cometapi.retry import RetryPolicy
 
 # Real backoff shape, shorter waits: retry tests stay fast without mocking time.
 FAST_RETRIES = RetryPolicy(max_attempts=4, max_elapsed=15, backoff_base=0.05, backoff_max=0.2)
+
+
+class TaskInstance:
+    """The part of a task instance an operator's ``execute`` touches outside a DAG run: a first try."""
+
+    try_number = 1
+    max_tries = 0
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn: dict | str, conn_id: str = "cometapi_default") -> None:

@@ -25,24 +25,23 @@ def _fault_arg(text: str) -> Mapping[str, Any]:
     return raw
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+def _at_least(convert: Callable[[str], float], minimum: float, kind: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text and refuse values below ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from exc
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+_non_negative = _at_least(float, 0, "a number")
+_positive_int = _at_least(int, 1, "an integer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,8 +22,8 @@ from airflow_provider_cometapi.exceptions import (
     CometAPIConfigurationError,
     DestinationNotWritableError,
     InvalidInputError,
-    InvalidParameterError,
     InvalidModelIdError,
+    InvalidParameterError,
     InvalidPredictionIdError,
     ModelNotFoundError,
     PredictionNotFoundError,
@@ -31,19 +31,11 @@ from airflow_provider_cometapi.exceptions import (
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.sensors.prediction import PredictionSensor
-from tests.fixtures import set_connection
+from tests.fixtures import TaskInstance, set_connection
 
 SCHNELL = "black-forest-labs/flux-schnell"
 WRONG_KEY = "sk-wrong-key-4f1d2c"
 UNKNOWN_ID = "abcdefghijklmnopqrstuvwxyz"
-
-
-class TaskInstance:
-    try_number = 1
-    max_tries = 0
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
 
 
 def generate(model: str = SCHNELL, **model_input: Any) -> Callable[[Path], Any]:

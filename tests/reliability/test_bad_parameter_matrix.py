@@ -30,7 +30,7 @@ from airflow_provider_cometapi.exceptions import CometAPIConfigurationError, Com
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
-from tests.fixtures import set_connection
+from tests.fixtures import TaskInstance, set_connection
 
 # The classes issue 13 adds; until they land on main this module fails to import, by design.
 from airflow_provider_cometapi.exceptions import InvalidDestinationError, InvalidParameterError  # isort: skip
@@ -39,14 +39,6 @@ SCHNELL = "black-forest-labs/flux-schnell"
 OTHER_MODEL = "acme/upscaler"  # not a FLUX model: its input is not checked field by field, but must be JSON
 PREDICTION = "abcdefghijklmnopqrstuvwxyz"
 NAN, INF = math.nan, math.inf
-
-
-class TaskInstance:
-    try_number = 1
-    max_tries = 0
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.retry import RetryPolicy
 from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
-from tests.fixtures import set_connection
+from tests.fixtures import TaskInstance, set_connection
 from tests.reliability.hostile_gateway import PNG, HostileGateway, closed_port
 
 # The classes issue 13 adds; until they land on main this module fails to import, by design.
@@ -162,14 +162,6 @@ def assert_nothing_outside(root: Path, destination: Path) -> None:
 def mentions_size(message: str, size: int) -> bool:
     mib = size / MIB
     return any(text in message for text in (str(size), f"{size:,}", f"{mib:g} MiB", f"{mib:.1f} MiB", f"{mib:.0f} MiB"))
-
-
-class TaskInstance:
-    try_number = 1
-    max_tries = 0
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
 
 
 # --- The waiting rows: the worker and the triggerer ----------------------------------------------
