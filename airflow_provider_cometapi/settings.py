@@ -8,10 +8,10 @@ validated here, so a bad connection fails with a message naming the field before
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_cometapi import __version__
@@ -175,33 +175,40 @@ def _is_loopback(hostname: str | None) -> bool:
 
 
 def _positive_number(value: Any, default: float, name: str, conn_id: str, *, unit: str = "seconds") -> float:
-    if value in (None, ""):
-        return default
     try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        number = -1.0
-    if isinstance(value, bool) or not 0 < number < float("inf"):
+        number = _number(value, float, lambda n: 0 < n < float("inf"))
+    except ValueError:
         raise CometAPIConfigurationError(
             f"The extra field {name!r} of {connection_named(conn_id)} must be a positive number of {unit}, "
             f"got {value!r}."
-        )
-    return number
+        ) from None
+    return default if number is None else number
 
 
 def _retries(value: Any, conn_id: str) -> int | None:
-    if value in (None, ""):
-        return None
     try:
-        retries = int(value)
-    except (TypeError, ValueError, OverflowError):
-        retries = -1
-    if isinstance(value, bool) or not 0 <= retries <= 10:
+        return _number(value, int, lambda n: 0 <= n <= 10)
+    except ValueError:
         raise CometAPIConfigurationError(
             f"The extra field 'max_retries' of {connection_named(conn_id)} must be a whole number from 0 to 10, "
             f"got {value!r}."
-        )
-    return retries
+        ) from None
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(value: Any, convert: Callable[[Any], N], accepted: Callable[[N], bool]) -> N | None:
+    """An extra's number, ``None`` when unset; ``ValueError`` when it is not one, or not ``accepted``."""
+    if value in (None, ""):
+        return None
+    try:
+        number = convert(value)
+    except (TypeError, OverflowError) as error:
+        raise ValueError(value) from error
+    if isinstance(value, bool) or not accepted(number):
+        raise ValueError(value)
+    return number
 
 
 def _template(value: Any, conn_id: str) -> str | None:

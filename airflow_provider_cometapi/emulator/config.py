@@ -47,20 +47,11 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ValueError("api_key must not be empty")
-        if self.duration < 0:
-            raise ValueError("duration must be >= 0")
-        if self.starting_for < 0:
-            raise ValueError("starting_for must be >= 0")
-        if self.output_ttl < 0:
-            raise ValueError("output_ttl must be >= 0")
         if self.control_token == "":
             raise ValueError("control_token must not be empty (None means: the API key)")
-        if self.forget_after < 0:
-            raise ValueError("forget_after must be >= 0")
-        if self.max_predictions < 1:
-            raise ValueError("max_predictions must be >= 1")
-        if self.max_request_bytes < 1024:
-            raise ValueError("max_request_bytes must be >= 1024")
+        for name, minimum in _MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}")
         if self.max_stored_bytes < self.max_request_bytes:
             raise ValueError("max_stored_bytes must be >= max_request_bytes (one create must fit)")
         if not 16 <= self.image_size <= 4096:
@@ -72,3 +63,14 @@ class EmulatorConfig:
     def effective_starting_for(self) -> float:
         """``starting_for`` never outlasts the whole prediction."""
         return min(self.starting_for, self.duration)
+
+
+# The smallest value each numeric setting takes.
+_MINIMUMS: dict[str, float] = {
+    "duration": 0,
+    "starting_for": 0,
+    "output_ttl": 0,
+    "forget_after": 0,
+    "max_predictions": 1,
+    "max_request_bytes": 1024,
+}
