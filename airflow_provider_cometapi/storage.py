@@ -30,6 +30,8 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -39,6 +41,8 @@ from airflow_provider_cometapi.exceptions import (
     DestinationNotWritableError,
     InvalidDestinationError,
     InvalidPredictionIdError,
+    OutputExpiredError,
+    PredictionNotStorableError,
     UnsafeOutputPathError,
 )
 from airflow_provider_cometapi.models import check_prediction_id
@@ -432,6 +436,78 @@ def remove_stale_partials(directory: ObjectStoragePath, prediction_ids: Iterable
     except OSError as error:
         log.warning("Could not remove leftover temporary files in %s: %s", directory, error)
     return removed
+
+
+# --- One prediction, whole -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """What storing one prediction wrote: its outputs in order, and the sidecar (if written)."""
+
+    prediction_id: str
+    outputs: list[str]
+    sidecar: str | None
+
+    @property
+    def uris(self) -> list[str]:
+        """Outputs first, then the sidecar."""
+        return self.outputs + ([self.sidecar] if self.sidecar else [])
+
+
+def check_storable(prediction: Prediction) -> None:
+    """Raise unless ``prediction`` succeeded with outputs whose files still exist."""
+    if not prediction.succeeded:
+        raise PredictionNotStorableError(
+            f"Prediction {prediction.id} is {prediction.status}, not succeeded: there is nothing to store. "
+            "Run this task after CreatePredictionOperator (waiting) or PredictionSensor."
+        )
+    if not prediction.output and not prediction.data_removed:
+        raise PredictionNotStorableError(
+            f"Prediction {prediction.id} succeeded but has no output to store. Check its model and input: "
+            "this model made no files for it."
+        )
+    if prediction.data_removed or not prediction.output:
+        raise OutputExpiredError(
+            f"The outputs of prediction {prediction.id} have expired (data_removed): output files are kept "
+            "about an hour after the prediction finishes. Store them in the same DAG run, right after "
+            "the prediction."
+        )
+
+
+def store_prediction(
+    prediction: Prediction,
+    directory: ObjectStoragePath,
+    stream_output: Callable[[str, Callable[[OutputStream], ObjectStoragePath]], ObjectStoragePath],
+    *,
+    write_sidecar: bool = True,
+    on_stored: Callable[[int, int, ObjectStoragePath], None] | None = None,
+) -> StoredPrediction:
+    """
+    Store every output of a succeeded ``prediction`` and its sidecar in ``directory``.
+
+    The one code path of every operator that stores outputs. ``stream_output`` is the hook's
+    (``CometAPIHook.stream_output``): it fetches each output under the retry policy and the size
+    and time bounds, and hands it to ``store_output``. Leftovers of a killed earlier run for this
+    prediction are removed first.
+
+    :param on_stored: called with (index, count, path) after each output, e.g. to log progress.
+    :raises PredictionNotStorableError: the prediction has not succeeded, or has no outputs.
+    :raises OutputExpiredError: its files are gone.
+    """
+    check_storable(prediction)
+    for name in remove_stale_partials(directory, [prediction.id]):
+        log.info("Removed %s, left by an interrupted earlier run", name)
+    outputs: list[str] = []
+    for index, url in enumerate(prediction.output):
+        path = stream_output(url, partial(store_output, directory=directory, prediction_id=prediction.id, index=index))
+        if on_stored is not None:
+            on_stored(index, len(prediction.output), path)
+        outputs.append(str(path))
+    sidecar = (
+        str(store_sidecar(sidecar_metadata(prediction, outputs), directory, prediction.id)) if write_sidecar else None
+    )
+    return StoredPrediction(prediction.id, outputs, sidecar)
 
 
 # --- The sidecar ----------------------------------------------------------------------------

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_cometapi.exceptions import OutputExpiredError, PredictionNotStorableError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.storage import (
-    check_destination,
-    is_templated,
-    prepare_destination,
-    remove_stale_partials,
-    sidecar_metadata,
-    store_output,
-    store_sidecar,
-)
+from airflow_provider_cometapi.storage import check_destination, is_templated, prepare_destination, store_prediction
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -87,40 +78,14 @@ class SavePredictionOutputsOperator(BaseOperator):
         directory = prepare_destination(self.destination)
         # Fetched now, not taken from XCom: the query returns fresh output URLs.
         prediction = self.hook.get_prediction(self.prediction_id)
-        self._check_storable(prediction)
-        for name in remove_stale_partials(directory, [prediction.id]):
-            self.log.info("Removed %s, left by an interrupted earlier run", name)
+        stored = store_prediction(
+            prediction, directory, self.hook.stream_output, write_sidecar=self.write_sidecar, on_stored=self._logged
+        )
+        self._annotate_outlets(context, prediction, stored.outputs, stored.sidecar)
+        return stored.uris
 
-        stored: list[ObjectStoragePath] = []
-        for index, url in enumerate(prediction.output):
-            consume = partial(store_output, directory=directory, prediction_id=prediction.id, index=index)
-            path = self.hook.stream_output(url, consume)
-            self.log.info("Stored output %d of %d at %s", index + 1, len(prediction.output), path)
-            stored.append(path)
-        uris = [str(path) for path in stored]
-        sidecar = None
-        if self.write_sidecar:
-            sidecar = str(store_sidecar(sidecar_metadata(prediction, uris), directory, prediction.id))
-        self._annotate_outlets(context, prediction, uris, sidecar)
-        return uris + ([sidecar] if sidecar else [])
-
-    def _check_storable(self, prediction: Prediction) -> None:
-        if not prediction.succeeded:
-            raise PredictionNotStorableError(
-                f"Prediction {prediction.id} is {prediction.status}, not succeeded: there is nothing to store. "
-                "Run this task after CreatePredictionOperator (waiting) or PredictionSensor."
-            )
-        if not prediction.output and not prediction.data_removed:
-            raise PredictionNotStorableError(
-                f"Prediction {prediction.id} succeeded but has no output to store. Check its model and input: "
-                "this model made no files for it."
-            )
-        if prediction.data_removed or not prediction.output:
-            raise OutputExpiredError(
-                f"The outputs of prediction {prediction.id} have expired (data_removed): output files are kept "
-                "about an hour after the prediction finishes. Store them in the same DAG run, right after "
-                "the prediction."
-            )
+    def _logged(self, index: int, count: int, path: ObjectStoragePath) -> None:
+        self.log.info("Stored output %d of %d at %s", index + 1, count, path)
 
     def _annotate_outlets(self, context: Context, prediction: Prediction, uris: list[str], sidecar: str | None) -> None:
         if not self.outlets:
