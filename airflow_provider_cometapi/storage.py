@@ -257,9 +257,11 @@ def destination_folder(destination: Any) -> ObjectStoragePath:
     if isinstance(destination, ObjectStoragePath):
         return destination
     try:
-        return ObjectStoragePath(str(destination))
+        folder = ObjectStoragePath(str(destination))
+        folder.fs  # noqa: B018 - Airflow 3.1 resolves the file system only here
     except ValueError as error:  # "Unsupported filesystem": no fsspec implementation of the scheme
         raise _no_file_system(str(destination), error) from error
+    return folder
 
 
 def _no_file_system(destination: str, error: Exception) -> InvalidDestinationError:
