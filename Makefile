@@ -154,7 +154,7 @@ bench: $(BENCH_STAMP)
 		$(if $(BENCH_DEPLOYMENT),--deployment $(BENCH_DEPLOYMENT)) \
 		--out $(BENCH_OUT)/performance.md --command "make bench$(if $(filter 1,$(FULL)), FULL=1)"
 
-# --- Version matrix (issue 16) ---------------------------------------------------------------
+# --- Version matrix and a local Airflow (issue 16) --------------------------------------------
 # One cell of the matrix: the tiers of test-oldest on Python PY and Airflow AF, in a venv of its
 # own, .venv-pyPY-afAF. The interpreter is python<PY> on PATH or pyenv's (scripts/version_matrix.py
 # finds it; CELL_PYTHON overrides). E.g. `make test-cell PY=3.12 AF=3.3.2`.
@@ -189,4 +189,11 @@ MATRIX ?= 3.11-$(AIRFLOW_VERSION) 3.12-$(AIRFLOW_VERSION) 3.13-$(AIRFLOW_VERSION
 test-matrix:
 	$(PYTHON) scripts/version_matrix.py $(MATRIX)
 
-.PHONY: test-cell test-cell-install test-cell-venv test-matrix
+# The emulator and a local Airflow (api-server, scheduler, dag-processor, triggerer) with the
+# example DAGs, until Ctrl-C; AIRFLOW_PORT (default 8080) for the UI, COMETAPI_API_KEY for the
+# real API. PostgreSQL on 127.0.0.1:5432 when it answers, else SQLite (scripts/local_airflow.py).
+AIRFLOW_PORT ?= 8080
+airflow: install
+	AIRFLOW_PORT=$(AIRFLOW_PORT) $(BIN)/python scripts/local_airflow.py
+
+.PHONY: test-cell test-cell-install test-cell-venv test-matrix airflow
