@@ -177,8 +177,14 @@ test-cell-install: $(CELL_VENV)/.installed-$(AF)
 test-cell-venv:
 	@echo $(CELL_VENV)
 
+# Airflow 3.2's dag.test() sends its first request to the in-process execution API before the
+# API's startup has run (3.3 waits for it): every dag.test() task fails with "'State' object has
+# no attribute 'svcs_registry'", whatever the DAG. So 3.2 runs without the dag.test() tier
+# (marker integration); docs/versions.md says so.
+CELL_DESELECT := $(if $(filter 3.2.%,$(AF)),-m "not integration")
+
 test-cell: test-cell-install
-	$(CELL_VENV)/bin/python $(MATRIX_PYTEST) $(PYTEST_ARGS)
+	$(CELL_VENV)/bin/python $(MATRIX_PYTEST) $(CELL_DESELECT) $(PYTEST_ARGS)
 
 # The newest Airflow on every Python the package claims, and every Airflow minor (its floor, the
 # newest 3.2, the newest 3.3) on Python 3.11; docs/versions.md has the table. `make test-matrix`
