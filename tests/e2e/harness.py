@@ -66,6 +66,10 @@ class AirflowStack:
     :param env: extra environment (connections, Airflow settings) for every process.
     :param components: the ``airflow`` commands to start, in order, e.g. ``"celery worker"``; a
         command may repeat (two triggerers).
+    :param port: the api-server's port; a free one if None.
+    :param sql_alchemy_conn: the metadata database; None creates a database of its own on the
+        machine's PostgreSQL and drops it in ``stop()``. One given is kept (``make airflow``'s SQLite).
+    :param password: the admin user's password.
     """
 
     def __init__(
@@ -74,17 +78,22 @@ class AirflowStack:
         dag_folders: Iterable[Path],
         env: Mapping[str, str] | None = None,
         components: Iterable[str] = ("api-server", "scheduler", "dag-processor", "triggerer"),
+        *,
+        port: int | None = None,
+        sql_alchemy_conn: str | None = None,
+        password: str = ADMIN_PASSWORD,
     ) -> None:
         self.home = home
-        self.database = f"cometapi_e2e_{uuid.uuid4().hex[:10]}"
-        self.port = free_port()
+        self.database = None if sql_alchemy_conn else f"cometapi_e2e_{uuid.uuid4().hex[:10]}"
+        self.port = port or free_port()
+        self.password = password
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.components = list(components)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._token: str | None = None
         passwords = home / "passwords.json"
         home.mkdir(parents=True, exist_ok=True)
-        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+        passwords.write_text(json.dumps({ADMIN_USER: password}))
         bundles = [
             {
                 "name": f"bundle_{i}",
@@ -96,7 +105,7 @@ class AirflowStack:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{PG_URL}/{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn or f"{PG_URL}/{self.database}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -119,7 +128,8 @@ class AirflowStack:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> AirflowStack:
-        psql(f"CREATE DATABASE {self.database}")
+        if self.database:
+            psql(f"CREATE DATABASE {self.database}")
         self.airflow("db", "migrate")
         for index, component in enumerate(self.components):
             self.start_component(component, name=f"{component.replace(' ', '-')}-{index}")
@@ -144,10 +154,15 @@ class AirflowStack:
         _stop_group(process, sig, timeout)
 
     def stop(self) -> None:
+        # All are told at once, so the stop takes as long as the slowest, not their sum.
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.processes):
             self.stop_component(name)
-        with contextlib.suppress(subprocess.CalledProcessError):
-            psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        if self.database:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
 
     def __enter__(self) -> AirflowStack:
         try:
@@ -189,7 +204,7 @@ class AirflowStack:
     def token(self) -> str:
         if self._token is None:
             answer = requests.post(
-                f"{self.base_url}/auth/token", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD}, timeout=30
+                f"{self.base_url}/auth/token", json={"username": ADMIN_USER, "password": self.password}, timeout=30
             )
             answer.raise_for_status()
             self._token = str(answer.json()["access_token"])

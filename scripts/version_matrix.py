@@ -1,0 +1,227 @@
+"""
+``make test-matrix``: the default pytest suite (unit, reliability, docs samples, ``dag.test()``
+against the emulator) on every cell of the version matrix, then a table of the results.
+
+Each cell is ``PYTHON-AIRFLOW`` (``3.12-3.3.2``) and runs as ``make test-cell PY=… AF=…`` in a
+venv of its own (the Makefile says which). A Python that this machine does not have skips its
+cells with a line saying so; a cell whose install or tests fail fails the whole run, after the
+table. Installs go one at a time, in the background; the tests of ``--jobs`` cells (2) run at
+once, each as soon as its venv is ready. A test run mostly waits (on the emulator's predictions,
+on ``dag.test()``'s triggers), so two side by side take hardly longer than one (docs/versions.md
+has the times).
+
+``--which-python 3.12`` prints the interpreter the Makefile uses for Python 3.12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = re.compile(r"^(\d+\.\d+)-(\d+\.\d+\.\d+)$")
+SUMMARY = re.compile(r"\d+ (passed|failed|error|errors|deselected)\b.* in [\d.]+s")
+
+
+def which_python(version: str) -> str | None:
+    """``python3.X`` on PATH if it runs, else pyenv's newest 3.X.* (its shims fail for a version
+    that is installed but not selected, so they are tried, not trusted)."""
+    pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    pattern = os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")
+    pyenv = sorted(glob.glob(pattern), key=lambda path: [int(p) for p in re.findall(r"\d+", path.split("/")[-3])])
+    for candidate in [shutil.which(f"python{version}"), *reversed(pyenv)]:
+        if not candidate:
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+@dataclass
+class Cell:
+    python: str
+    airflow: str
+    venv: str = ""
+    interpreter: str | None = None
+    state: str = "pending"  # skipped, install failed, failed, passed
+    note: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    install_seconds: float | None = None
+    test_seconds: float | None = None
+    installed_python: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"py{self.python}-af{self.airflow}"
+
+    def make(self, target: str, *extra: str) -> list[str]:
+        return ["make", "--no-print-directory", target, f"PY={self.python}", f"AF={self.airflow}", *extra]
+
+
+def cell_venv(cell: Cell) -> str:
+    answer = subprocess.run(
+        [*cell.make("-s", "test-cell-venv")], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return answer
+
+
+def install(cell: Cell) -> bool:
+    venv = REPO / cell.venv
+    venv.mkdir(exist_ok=True)
+    (venv / ".gitignore").write_text("*\n")
+    log = venv / "matrix-install.log"
+    started = time.monotonic()
+    with log.open("w") as output:
+        code = subprocess.run(
+            cell.make("test-cell-install"), cwd=REPO, stdout=output, stderr=subprocess.STDOUT
+        ).returncode
+    cell.install_seconds = time.monotonic() - started
+    if code:
+        cell.state, cell.note = "install failed", f"see {log.relative_to(REPO)}"
+        return False
+    return True
+
+
+def run_tests(cell: Cell) -> None:
+    venv = REPO / cell.venv
+    junit = venv / "matrix-junit.xml"
+    junit.unlink(missing_ok=True)
+    started = time.monotonic()
+    log = venv / "matrix-tests.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            cell.make("test-cell", f"PYTEST_ARGS=--junitxml={junit} -p no:cacheprovider"),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        last = ""
+        for line in process.stdout:
+            output.write(line)
+            if SUMMARY.search(line):
+                last = line.strip().strip("=").strip()
+        code = process.wait()
+    cell.test_seconds = time.monotonic() - started
+    cell.counts = junit_counts(junit)
+    deselected = re.search(r"(\d+) deselected", last)
+    cell.counts["deselected"] = int(deselected.group(1)) if deselected else 0
+    cell.installed_python = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    cell.state = "passed" if code == 0 else "failed"
+    if code:
+        cell.note = f"{last or 'no summary'}; see {log.relative_to(REPO)}"
+    print(f"[{cell.name}] {cell.state}: {last}", flush=True)
+
+
+def junit_counts(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")  # type: ignore[assignment]
+    if suite is None:
+        return {}
+    total, failures, errors, skipped = (int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped"))
+    return {"passed": total - failures - errors - skipped, "failed": failures + errors, "skipped": skipped}
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def table(cells: list[Cell]) -> str:
+    counts = ("passed", "failed", "skipped", "deselected")
+    rows = [["cell", "venv", "Python", "Airflow", "result", *counts, "install s", "tests s"]]
+    for cell in cells:
+        rows.append(
+            [
+                cell.name,
+                cell.venv,
+                cell.installed_python or cell.python,
+                cell.airflow,
+                cell.state + (f" ({cell.note})" if cell.note else ""),
+                *(str(cell.counts.get(key, "")) for key in counts),
+                seconds(cell.install_seconds),
+                seconds(cell.test_seconds),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "| " + " | ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)) + " |" for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cells", nargs="*", help="PYTHON-AIRFLOW, e.g. 3.12-3.3.2")
+    parser.add_argument("--jobs", type=int, default=2, help="cells whose tests run at once (default 2)")
+    parser.add_argument("--which-python", metavar="X.Y", help="print the interpreter for Python X.Y and exit")
+    args = parser.parse_args()
+    if args.which_python:
+        found = which_python(args.which_python)
+        if not found:
+            print(f"Python {args.which_python} not found (python{args.which_python} on PATH, pyenv)", file=sys.stderr)
+            return 1
+        print(found)
+        return 0
+
+    cells = []
+    for spec in args.cells:
+        match = CELL.match(spec)
+        if not match:
+            parser.error(f"a cell is PYTHON-AIRFLOW, e.g. 3.12-3.3.2, not {spec!r}")
+        cells.append(Cell(*match.groups()))
+    started = time.monotonic()
+    installs: dict[str, Future[bool]] = {}
+
+    def install_then_test(cell: Cell) -> None:
+        if not installs[cell.name].result():
+            print(f"[{cell.name}] INSTALL FAILED after {seconds(cell.install_seconds)}s: {cell.note}", flush=True)
+            return
+        print(f"[{cell.name}] installed in {seconds(cell.install_seconds)}s; running the tests ...", flush=True)
+        run_tests(cell)
+
+    with ThreadPoolExecutor(max_workers=1) as installer, ThreadPoolExecutor(max_workers=args.jobs) as testers:
+        for cell in cells:
+            cell.interpreter = which_python(cell.python)
+            cell.venv = cell_venv(cell)
+            if cell.interpreter is None:
+                cell.state = "skipped"
+                cell.note = f"no Python {cell.python} on this machine (python{cell.python} on PATH, pyenv)"
+                print(f"[{cell.name}] SKIPPED: {cell.note}", flush=True)
+                continue
+            print(f"[{cell.name}] installing into {cell.venv} ...", flush=True)
+            installs[cell.name] = installer.submit(install, cell)
+        for future in [testers.submit(install_then_test, cell) for cell in cells if cell.name in installs]:
+            future.result()
+    print()
+    print(f"Version matrix ({time.monotonic() - started:.0f}s in all; install times overlap the tests):")
+    print(table(cells))
+    bad = [cell.name for cell in cells if cell.state in ("failed", "install failed")]
+    if bad:
+        print(f"FAILED cells: {', '.join(bad)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
