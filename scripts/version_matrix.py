@@ -216,6 +216,9 @@ def main() -> int:
     print()
     print(f"Version matrix ({time.monotonic() - started:.0f}s in all; install times overlap the tests):")
     print(table(cells))
+    # A plain closing line, the sum over the cells, so a log reader sees how many tests ran.
+    total = {kind: sum(cell.counts.get(kind, 0) for cell in cells) for kind in ("passed", "failed", "skipped")}
+    print(f"matrix: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
     bad = [cell.name for cell in cells if cell.state in ("failed", "install failed")]
     if bad:
         print(f"FAILED cells: {', '.join(bad)}")
