@@ -264,7 +264,8 @@ def child_main(args: argparse.Namespace) -> int:
         seen.errors.append(f"the watch did not end within {args.watch_timeout + 30:g} s")
     wall = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The kernel's high-water mark lags the RSS it last read: never below what was seen.
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss_before, _rss_kib())
     if profiler is not None and args.profiler == "cprofile":
         import pstats
 
