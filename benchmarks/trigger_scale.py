@@ -1,9 +1,12 @@
 """Thousands of predictions in flight in one event loop: PredictionTrigger against the official
 client and against the floor.
 
-For each N and each watcher, the emulator is reset and N predictions are created on it (each
-lasting ``--duration`` seconds). One child process per watcher, measured on its own, then
-watches all of them to completion in one asyncio event loop:
+Two regimes by default: ``short`` (5 s predictions polled every 1 s) and ``long`` (20 s, every
+5 s); ``--duration``/``--poll-interval`` make one custom regime instead. The polls are answered
+by ``lean_server.py`` (``--server lean``, the default: the cheapest answers, so the floor is as
+cheap as a client can be) or by the emulator (``--server emulator``). For each regime, N and
+watcher, the server is reset and N predictions are created on it. One child process per
+watcher, measured on its own, then watches all of them to completion in one asyncio event loop:
 
 - ``trigger``: N ``PredictionTrigger``s driven as the triggerer drives them (a task per trigger
   running ``run()`` until its first event, then ``cleanup()``);
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import os
 import random
@@ -46,6 +50,9 @@ WATCHERS = ("trigger", "floor", "replicate", "replicate-capped")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MODEL_PATH = "/replicate/v1/models/black-forest-labs/flux-schnell/predictions"
 API_KEY = "bench-key"
+# The regimes (prediction seconds, poll interval): FLUX schnell finishes in a few seconds and is
+# polled every second; longer models are polled less often.
+REGIMES = {"short": (5.0, 1.0), "long": (20.0, 5.0)}
 # Connections per event loop for the floor, as the hook has (MAX_CONNECTIONS_PER_LOOP).
 FLOOR_CONNECTIONS = 100
 
@@ -98,12 +105,20 @@ async def watch_triggers(ids: list[str], args: argparse.Namespace, seen: Seen) -
     from airflow_provider_cometapi.triggers.prediction import PredictionTrigger
 
     deadline = time.time() + args.watch_timeout
+    # What the triggerer holds for each deferred task: the serialized classpath and kwargs.
+    classpath, _ = PredictionTrigger("x", poll_interval=args.poll_interval).serialize()
+    module_name, class_name = classpath.rsplit(".", 1)
+    stored = [{"prediction_id": pid, "poll_interval": args.poll_interval, "deadline": deadline} for pid in ids]
 
-    async def drive(trigger: PredictionTrigger) -> None:
-        # As the triggerer's run_trigger: iterate run(), take the first event, then cleanup().
+    async def drive(kwargs: dict[str, Any]) -> None:
+        # As the triggerer: build the trigger from its classpath and kwargs, iterate run(), take
+        # the first event, cleanup(), and send the event on as JSON (to its supervisor).
+        trigger_class = getattr(importlib.import_module(module_name), class_name)
+        trigger = trigger_class(**kwargs)
         try:
             async for event in trigger.run():
                 payload = event.payload
+                json.dumps(payload)
                 prediction = payload.get("prediction") or {}
                 if payload["status"] in TERMINAL:
                     seen.done(trigger.prediction_id, payload["status"], prediction.get("completed_at"))
@@ -113,26 +128,34 @@ async def watch_triggers(ids: list[str], args: argparse.Namespace, seen: Seen) -
         finally:
             await trigger.cleanup()
 
-    triggers = [PredictionTrigger(pid, poll_interval=args.poll_interval, deadline=deadline) for pid in ids]
-    await asyncio.gather(*(asyncio.create_task(drive(t)) for t in triggers))
+    await asyncio.gather(*(asyncio.create_task(drive(kwargs)) for kwargs in stored))
 
 
 async def watch_floor(ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
+    """
+    The least a poller can do, with the trigger's HTTP client: GET, parse, check the status,
+    sleep; at the end one event as JSON. Each prediction's URL is built once, the key is a
+    session header, and nothing else is kept per prediction.
+    """
     import aiohttp
+    from yarl import URL
 
     headers = {"Authorization": f"Bearer {args.api_key}"}
     connector = aiohttp.TCPConnector(limit=FLOOR_CONNECTIONS)
-    async with aiohttp.ClientSession(args.base_url, connector=connector, headers=headers) as session:
+    base = URL(args.base_url)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def one(pid: str) -> None:
-            path = f"/replicate/v1/predictions/{pid}"
+            url = base.with_path(f"/replicate/v1/predictions/{pid}")
             # The same de-synchronised first sleep as the trigger's, so both poll alike.
             await asyncio.sleep(args.poll_interval * random.uniform(0.5, 1.5))
             while True:
-                async with session.get(path) as response:
+                async with session.get(url) as response:
                     body = await response.read()
                 prediction = json.loads(body)
                 if prediction["status"] in TERMINAL:
+                    # The least end of a wait: one event, sent on as JSON.
+                    json.dumps({"status": prediction["status"], "prediction_id": pid, "prediction": prediction})
                     seen.done(pid, prediction["status"], prediction.get("completed_at"))
                     return
                 await asyncio.sleep(args.poll_interval)
@@ -193,8 +216,13 @@ async def _watch(watcher: str, ids: list[str], args: argparse.Namespace, seen: S
 
 
 def _import_watcher(watcher: str) -> None:
-    """Imports outside the measurement: a triggerer has them loaded before its first trigger."""
-    if watcher == "trigger":
+    """
+    Imports outside the measurement: a triggerer has them loaded before its first trigger.
+
+    The floor imports the same as the trigger: a heap the size of Airflow's makes every garbage
+    collection dearer, and the floor must pay that too to be a floor for a triggerer.
+    """
+    if watcher in ("trigger", "floor"):
         import airflow.providers.common.compat.connection
         import airflow.sdk.execution_time.context  # noqa: F401
 
@@ -236,7 +264,8 @@ def child_main(args: argparse.Namespace) -> int:
         seen.errors.append(f"the watch did not end within {args.watch_timeout + 30:g} s")
     wall = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The kernel's high-water mark lags the RSS it last read: never below what was seen.
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss_before, _rss_kib())
     if profiler is not None and args.profiler == "cprofile":
         import pstats
 
@@ -355,6 +384,7 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         polls=polls,
         polls_per_prediction=polls / n,
         cpu_ms_per_poll=1000 * result["cpu_s"] / polls if polls else float("nan"),
+        polls_per_cpu_s=polls / result["cpu_s"] if result["cpu_s"] else float("nan"),
         growth_mib_per_1000=(result["peak_rss_mib"] - result["rss_before_mib"]) * 1000 / n,
         delay_mean_s=statistics.fmean(delays) if delays else float("nan"),
         delay_p95_s=percentile(delays, 0.95),
@@ -387,6 +417,7 @@ def _did_not_finish(emulator: Any, watcher: str, n: int, waited: float, children
         "polls": polls,
         "polls_per_prediction": polls / n,
         "cpu_ms_per_poll": 1000 * cpu / polls if polls else nan,
+        "polls_per_cpu_s": polls / cpu if cpu else nan,
         "growth_mib_per_1000": nan,
         "delay_mean_s": nan,
         "delay_p95_s": nan,
@@ -416,38 +447,70 @@ def emulator_capacity(seconds: float) -> dict[str, Any]:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     head = (
-        f"{'watcher':<17}{'N':>7}{'wall s':>8}{'CPU s':>8}{'CPU ms/poll':>12}{'peak RSS MiB':>13}"
+        f"{'watcher':<17}{'N':>7}{'wall s':>8}{'CPU s':>8}{'CPU ms/poll':>12}{'polls/CPU s':>12}{'peak RSS MiB':>13}"
         f"{'MiB/1000':>9}{'polls/pred':>11}{'delay mean':>11}{'p95':>7}{'errors':>7}"
     )
-    print(head)
-    for r in results:
+    for regime in _regimes_in(results):
+        rows = [r for r in results if r["regime"] == regime]
+        print(f"{regime}: {rows[0]['duration_s']:g} s predictions, polls every {rows[0]['poll_interval_s']:g} s")
+        print(head)
+        for r in rows:
+            print(
+                f"{r['watcher']:<17}{r['n']:>7}{r['wall_s']:>8.1f}{r['cpu_s']:>8.2f}{r['cpu_ms_per_poll']:>12.3f}"
+                f"{r['polls_per_cpu_s']:>12,.0f}{r['peak_rss_mib']:>13.1f}{r['growth_mib_per_1000']:>9.1f}"
+                f"{r['polls_per_prediction']:>11.2f}{r['delay_mean_s']:>11.2f}{r['delay_p95_s']:>7.2f}{r['errors']:>7}"
+            )
+        print()
         print(
-            f"{r['watcher']:<17}{r['n']:>7}{r['wall_s']:>8.1f}{r['cpu_s']:>8.2f}{r['cpu_ms_per_poll']:>12.3f}"
-            f"{r['peak_rss_mib']:>13.1f}{r['growth_mib_per_1000']:>9.1f}{r['polls_per_prediction']:>11.2f}"
-            f"{r['delay_mean_s']:>11.2f}{r['delay_p95_s']:>7.2f}{r['errors']:>7}"
+            f"{'ratios':<17}{'N':>7}{'CPU/poll vs floor':>19}{'vs replicate':>14}{'vs capped':>11}"
+            f"{'growth vs floor':>17}"
         )
-    print()
-    print(
-        f"{'ratios':<17}{'N':>7}{'CPU/poll vs floor':>19}{'vs replicate':>14}{'vs capped':>11}{'growth vs floor':>17}"
-    )
-    for n in sorted({r["n"] for r in results}):
-        by = {r["watcher"]: r for r in results if r["n"] == n}
-        if "trigger" not in by:
-            continue
-        r = trigger_ratios(by)
-        print(
-            f"{'trigger':<17}{n:>7}{r['floor']:>19.2f}{r['replicate']:>14.2f}"
-            f"{r['replicate-capped']:>11.2f}{r['growth']:>17.2f}"
-        )
+        for n in sorted({r["n"] for r in rows}):
+            by = {r["watcher"]: r for r in rows if r["n"] == n}
+            if "trigger" not in by:
+                continue
+            ratios = trigger_ratios(by)
+            print(
+                f"{'trigger':<17}{n:>7}{ratios['floor']:>19.2f}{ratios['replicate']:>14.2f}"
+                f"{ratios['replicate-capped']:>11.2f}{ratios['growth']:>17.2f}"
+            )
+        print()
+
+
+def _regimes_in(results: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["regime"] for r in results))
+
+
+def regimes_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The regimes to run: the named ones, or one ``custom`` regime from --duration/--poll-interval."""
+    if args.duration is not None or args.poll_interval is not None:
+        duration = args.duration if args.duration is not None else REGIMES["long"][0]
+        interval = args.poll_interval if args.poll_interval is not None else REGIMES["long"][1]
+        return [{"name": "custom", "duration_s": duration, "poll_interval_s": interval}]
+    return [
+        {"name": name, "duration_s": REGIMES[name][0], "poll_interval_s": REGIMES[name][1]} for name in args.regimes
+    ]
+
+
+def _server(kind: str, duration: float) -> Any:
+    if kind == "lean":
+        from lean_server import LeanServerProcess  # beside this script
+
+        return LeanServerProcess(api_key=API_KEY, duration=duration, starting_for=0.5)
+    from airflow_provider_cometapi.emulator.testing import EmulatorProcess
+
+    return EmulatorProcess(api_key=API_KEY, duration=duration, starting_for=0.5)
 
 
 def parent_main(args: argparse.Namespace) -> int:
-    from airflow_provider_cometapi.emulator.testing import EmulatorProcess
-
     results: list[dict[str, Any]] = []
+    regimes = regimes_of(args)
     report: dict[str, Any] = {
-        "poll_interval_s": args.poll_interval,
-        "duration_s": args.duration,
+        "server": args.server,
+        "regimes": regimes,
+        # The first regime's, for readers of the one-regime format.
+        "poll_interval_s": regimes[0]["poll_interval_s"],
+        "duration_s": regimes[0]["duration_s"],
         "cap": args.cap,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -457,23 +520,30 @@ def parent_main(args: argparse.Namespace) -> int:
     if args.capacity_seconds > 0:
         report["emulator_capacity"] = emulator_capacity(args.capacity_seconds)
         print(f"emulator capacity: {report['emulator_capacity']['line']}")
-    with (
-        tempfile.TemporaryDirectory(prefix="trigger-scale-") as tmp,
-        EmulatorProcess(api_key=API_KEY, duration=args.duration, starting_for=0.5) as emulator,
-    ):
-        assert emulator.pid is not None
-        pin(emulator.pid, args.server_cpu)
-        for n in args.n:
-            for watcher in args.watchers:
-                result = run_one(emulator, watcher, n, args, Path(tmp))
-                results.append(result)
-                print(
-                    f"{watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll, "
-                    f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
-                    f"GC {result['gc_s']:.2f} s, "
-                    f"{result['errors']} errors",
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory(prefix="trigger-scale-") as tmp:
+        for regime in regimes:
+            args.duration, args.poll_interval = regime["duration_s"], regime["poll_interval_s"]
+            with _server(args.server, args.duration) as server:
+                assert server.pid is not None
+                pin(server.pid, args.server_cpu)
+                for n in args.n:
+                    for watcher in args.watchers:
+                        for _ in range(args.repeat):
+                            result = run_one(server, watcher, n, args, Path(tmp))
+                            result.update(
+                                regime=regime["name"],
+                                duration_s=args.duration,
+                                poll_interval_s=args.poll_interval,
+                                server=args.server,
+                            )
+                            results.append(result)
+                            print(
+                                f"{regime['name']} {watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll "
+                                f"({result['polls_per_cpu_s']:,.0f} polls/CPU s), "
+                                f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
+                                f"GC {result['gc_s']:.2f} s, {result['errors']} errors",
+                                flush=True,
+                            )
     print()
     print_table(results)
     if args.json:
@@ -486,15 +556,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--n", type=int, nargs="+", default=[100], help="predictions in flight, one run each (default 100)")
     p.add_argument("--watchers", nargs="+", choices=WATCHERS, default=list(WATCHERS), help="default: all four")
-    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds each prediction runs (default 20)")
+    p.add_argument(
+        "--regimes",
+        nargs="+",
+        choices=sorted(REGIMES),
+        default=list(REGIMES),
+        help="short: 5 s predictions polled every 1 s; long: 20 s, every 5 s (default: both)",
+    )
+    p.add_argument("--poll-interval", type=float, help="seconds between polls: one custom regime instead")
+    p.add_argument("--duration", type=float, help="seconds each prediction runs: one custom regime instead")
+    p.add_argument(
+        "--server",
+        choices=("lean", "emulator"),
+        default="lean",
+        help="what answers the polls: the lean server (default; the floor at its cheapest) or the emulator",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs of each watcher, to see the noise (default 1)")
     p.add_argument("--cap", type=int, default=100, help="requests in flight for replicate-capped (default 100)")
     p.add_argument("--watch-timeout", type=float, default=300.0, help="give up watching after (default 300 s)")
     p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--profile", help="folder for a pyinstrument profile of each child")
     p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument", help="for --profile")
-    p.add_argument("--server-cpu", type=int, default=0, help="CPU for the emulator (default 0)")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for the watchers (default 1)")
     # The child's side (internal).
     p.add_argument("--child", choices=WATCHERS, help=argparse.SUPPRESS)

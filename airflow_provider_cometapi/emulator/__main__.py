@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=8 * MIB,
         help="largest request body accepted; larger ones get 413 (default 8 MiB)",
     )
+    p.add_argument(
+        "--create-limit",
+        type=_at_least(float, 0.001, "a number"),
+        default=None,
+        metavar="N",
+        help="creates a minute each key may make, then 429 with Retry-After (default: no limit; Replicate: 600)",
+    )
+    p.add_argument(
+        "--create-burst",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="creates a key may send at once under --create-limit (default: one second's worth, at least 1)",
+    )
     p.add_argument("--image-size", type=int, default=512, help="long side of images in px (default 512)")
     p.add_argument(
         "--fault",
@@ -140,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         max_predictions=args.max_predictions,
         max_stored_bytes=args.max_stored_bytes,
         max_request_bytes=args.max_request_bytes,
+        create_limit=args.create_limit,
+        create_burst=args.create_burst,
     )
 
 

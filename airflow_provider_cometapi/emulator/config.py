@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_cometapi.emulator.ratelimit import check_limit
+
 DEFAULT_API_KEY = "emulator-key"
 API_KEY_ENV = "COMETAPI_EMULATOR_API_KEY"
 MIB = 1024 * 1024
@@ -26,6 +28,8 @@ class EmulatorConfig:
     ``/_emulator/`` routes take instead of ``api_key`` (None: the API key). A finished prediction
     is forgotten ``forget_after`` seconds after its outputs expired, or earlier when more than
     ``max_predictions`` are kept or their create bodies add up to more than ``max_stored_bytes``.
+    ``create_limit`` is the creates a minute each key may make (``None``: no limit), with bursts
+    of ``create_burst`` (default one second's worth); see ``ratelimit.py``.
     """
 
     host: str = "127.0.0.1"
@@ -43,8 +47,11 @@ class EmulatorConfig:
     max_predictions: int = 100_000
     max_stored_bytes: int = 64 * MIB
     max_request_bytes: int = 8 * MIB
+    create_limit: float | None = None
+    create_burst: int | None = None
 
     def __post_init__(self) -> None:
+        check_limit(self.create_limit, self.create_burst)
         if not self.api_key:
             raise ValueError("api_key must not be empty")
         if self.control_token == "":

@@ -29,6 +29,7 @@ from airflow_provider_cometapi.emulator.bodies import BodyError, read_json
 from airflow_provider_cometapi.emulator.config import EmulatorConfig
 from airflow_provider_cometapi.emulator.faults import FaultRule, FaultRuleError
 from airflow_provider_cometapi.emulator.models import MODELS, InvalidField, split_model_ref, validate_input
+from airflow_provider_cometapi.emulator.ratelimit import retry_after_header
 from airflow_provider_cometapi.emulator.state import Prediction, Store
 
 STORE_KEY = web.AppKey("cometapi_emulator_store", Store)
@@ -307,6 +308,12 @@ class Emulator:
             if exc.status == 413:
                 return body_problem(exc)
             raw, body, unreadable = b"", None, exc
+        limiter = store.create_limiter
+        if limiter.per_minute is not None:
+            # Every create that passed auth takes a token, as on Replicate; a 429 is no create.
+            wait = limiter.take(request.headers.get("Authorization", ""), time.monotonic())
+            if wait is not None:
+                return _create_throttled(wait)
         deferred: FaultRule | None = None
         if store.faults.rules:
             rule = store.faults.match("create")
@@ -485,6 +492,24 @@ class Emulator:
         task.add_done_callback(self._background.discard)
         return json_response(_dumps({"offline_for": seconds}), 202, {"Connection": "close"})
 
+    async def control_get_create_limit(self, request: web.Request) -> web.StreamResponse:
+        limiter = self.store.create_limiter
+        return json_response(_dumps({**limiter.to_dict(), "throttled": limiter.throttled}))
+
+    async def control_set_create_limit(self, request: web.Request) -> web.StreamResponse:
+        """``{"per_minute": N or null, "burst": B}``: the limit from now on, every bucket full."""
+        try:
+            _, body = await read_json(request, self.config.max_request_bytes)
+        except BodyError as exc:
+            return control_error(exc.status, exc.detail)
+        if not isinstance(body, dict) or "per_minute" not in body or set(body) - {"per_minute", "burst"}:
+            return control_error(400, 'send {"per_minute": <creates a minute, or null>, "burst": <optional>}')
+        try:
+            self.store.create_limiter.configure(body["per_minute"], body.get("burst"))
+        except ValueError as exc:
+            return control_error(400, str(exc))
+        return json_response(_dumps(self.store.create_limiter.to_dict()))
+
     async def control_reset(self, request: web.Request) -> web.StreamResponse:
         self.store.reset()
         return json_response(b'{"reset":true}')
@@ -504,6 +529,7 @@ class Emulator:
                     "max_stored_bytes": c.max_stored_bytes,
                     "max_request_bytes": c.max_request_bytes,
                     "control_token": c.control_token is not None,
+                    "create_limit": self.store.create_limiter.to_dict(),
                     "models": list(MODELS),
                 }
             )
@@ -516,6 +542,14 @@ EMULATOR_KEY = web.AppKey("cometapi_emulator_handlers", Emulator)
 async def _after(delay: float, action: Awaitable[None]) -> None:
     await asyncio.sleep(delay)
     await action
+
+
+def _create_throttled(seconds: float) -> web.Response:
+    """Replicate's answer to a create over the limit: 429, ``Retry-After`` and the problem body."""
+    after = retry_after_header(seconds)
+    detail = f"Request was throttled. Expected available in {after} second{'' if after == '1' else 's'}."
+    body = {"title": "Request was throttled.", "detail": detail, "status": 429}
+    return json_response(_dumps(body), 429, {"Retry-After": after})
 
 
 def _prediction_not_found() -> web.Response:
@@ -570,6 +604,8 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     add.add_delete("/_emulator/faults", guarded(emu.control_clear_faults))
     add.add_post("/_emulator/reset", guarded(emu.control_reset))
     add.add_post("/_emulator/outage", guarded(emu.control_outage))
+    add.add_get("/_emulator/create-limit", guarded(emu.control_get_create_limit), allow_head=False)
+    add.add_post("/_emulator/create-limit", guarded(emu.control_set_create_limit))
     return app
 
 

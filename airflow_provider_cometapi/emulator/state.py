@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_cometapi.emulator import images
 from airflow_provider_cometapi.emulator.faults import FaultBook
 from airflow_provider_cometapi.emulator.models import DEFAULT_ERRORS, Control, ModelInfo
+from airflow_provider_cometapi.emulator.ratelimit import CreateLimiter
 from airflow_provider_cometapi.emulator.retention import Retention
 
 if TYPE_CHECKING:
@@ -277,6 +278,7 @@ class Store:
         self.faults = FaultBook()
         for rule in config.faults:
             self.faults.add(rule)
+        self.create_limiter = CreateLimiter(config.create_limit, config.create_burst)
 
     def new_id(self) -> str:
         while True:
@@ -312,6 +314,8 @@ class Store:
         self.retention.clear()
         self.stats = Stats()
         self.faults.clear()
+        # The limit given at start, with full buckets: a test's own limit ends with its reset.
+        self.create_limiter = CreateLimiter(self.config.create_limit, self.config.create_burst)
 
     def stats_dict(self, now: float, detail: bool) -> dict[str, Any]:
         out: dict[str, Any] = self.stats.as_dict()
@@ -319,6 +323,7 @@ class Store:
         out["total_predictions"] = len(self.predictions)
         out["evicted"] = self.retention.evicted
         out["stored_bytes"] = self.retention.stored_bytes
+        out["throttled_creates"] = self.create_limiter.throttled
         if detail:
             out["predictions"] = {
                 p.id: {

@@ -53,6 +53,8 @@ class EmulatorProcess:
     :param stop_timeout: seconds between SIGTERM and SIGKILL in ``stop()``.
     :param control_token: passed as ``--control-token``: the control routes then take only this
         bearer, and the control methods send it.
+    :param create_limit: passed as ``--create-limit``: creates a minute the key may make before
+        429s (None: no limit); ``set_create_limit`` changes it while running.
     """
 
     def __init__(
@@ -67,9 +69,11 @@ class EmulatorProcess:
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         control_token: str | None = None,
+        create_limit: float | None = None,
     ) -> None:
         self.api_key = api_key
         self.control_token = control_token
+        self.create_limit = create_limit
         self.duration = duration
         self.starting_for = starting_for
         self.extra_args = tuple(extra_args)
@@ -114,6 +118,8 @@ class EmulatorProcess:
             cmd += ["--starting-for", str(self.starting_for)]
         if self.control_token is not None:
             cmd += ["--control-token", self.control_token]
+        if self.create_limit is not None:
+            cmd += ["--create-limit", str(self.create_limit)]
         return cmd + list(self.extra_args)
 
     def start(self) -> EmulatorProcess:
@@ -290,8 +296,21 @@ class EmulatorProcess:
                     raise EmulatorError(f"the emulator did not answer within {timeout:g}s: {exc}") from exc
                 time.sleep(0.2)
 
+    def set_create_limit(self, per_minute: float | None, burst: int | None = None) -> dict[str, Any]:
+        """Throttle creates to ``per_minute`` (None: no limit) from now on, every bucket full; until ``reset()``."""
+        body: dict[str, Any] = {"per_minute": per_minute}
+        if burst is not None:
+            body["burst"] = burst
+        result: dict[str, Any] = self._control("POST", "/_emulator/create-limit", body)
+        return result
+
+    def create_limit_state(self) -> dict[str, Any]:
+        """``GET /_emulator/create-limit``: ``per_minute``, ``burst`` and how many creates were ``throttled``."""
+        result: dict[str, Any] = self._control("GET", "/_emulator/create-limit")
+        return result
+
     def reset(self) -> None:
-        """Forget predictions, statistics and fault rules."""
+        """Forget predictions, statistics and fault rules; the create limit goes back to the one given at start."""
         self._control("POST", "/_emulator/reset")
 
     # -- Airflow connection ----------------------------------------------------------------

@@ -34,6 +34,7 @@ def control_routes() -> list[tuple[str, str]]:
 _BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/_emulator/faults"): {"kind": "throttle", "route": "models"},
     ("POST", "/_emulator/outage"): {"seconds": "not a number"},  # a 400 from the route itself
+    ("POST", "/_emulator/create-limit"): {"per_minute": None},  # no limit, as it already is
 }
 _ANSWERS: dict[tuple[str, str], int] = {("POST", "/_emulator/faults"): 201, ("POST", "/_emulator/outage"): 400}
 
