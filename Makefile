@@ -130,11 +130,11 @@ BENCH_STAMP := $(VENV)/.bench-tools-installed
 FULL ?=
 ifeq ($(FULL),1)
 BENCH_OUT := docs
-BENCH_SCALE := --n 100 1000 10000 --poll-interval 10 --duration 30 --watch-timeout 150 --capacity-seconds 10
+BENCH_SCALE := --n 100 1000 10000 --repeat 2 --watch-timeout 150 --capacity-seconds 10
 BENCH_DEPLOYMENT := bench-output/deployment.json
 else
 BENCH_OUT := bench-output
-BENCH_SCALE := --n 100 --poll-interval 3 --duration 10
+BENCH_SCALE := --n 1000 --watchers floor trigger
 BENCH_DEPLOYMENT :=
 endif
 
