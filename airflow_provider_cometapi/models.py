@@ -119,7 +119,8 @@ class Prediction:
             error=None if error in (None, "") else str(error)[:_MAX_ERROR_CHARS],
             logs=logs[-MAX_LOG_CHARS:],
             data_removed=data.get("data_removed") is True or data.get("data_removed") == "true",
-            raw={key: value for key, value in data.items() if key not in _BULKY_FIELDS},
+            # Copied only when there is a log to leave out (a poll's answer is ours to keep).
+            raw={key: value for key, value in data.items() if key not in _BULKY_FIELDS} if "logs" in data else data,
             logs_length=len(logs),
         )
 

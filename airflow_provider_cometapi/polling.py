@@ -52,6 +52,8 @@ MAX_FAILED_POLLS = 3
 CANCEL_TIMEOUT = 10.0
 # A request cut by the wait's deadline may end a hair before it by the clock read afterwards.
 _DEADLINE_SLACK = 0.1
+# In LogMode.COLLECT, a wait that lasts says how it is doing this often (seconds), and only then.
+PROGRESS_EVERY = 60.0
 
 EventStatus = Literal["succeeded", "failed", "canceled", "aborted", "timeout", "error"]
 
@@ -83,15 +85,17 @@ class PredictionEvent(TypedDict):
 
 
 class LogMode(Enum):
-    """How a ``PredictionWatch`` writes the prediction's own log (status changes are always logged)."""
+    """How a ``PredictionWatch`` writes the prediction's own log and its status changes."""
 
     STREAM = "stream"
     """New lines at every poll, one record each (the worker's wait, a sensor in poke mode)."""
     AT_END = "at_end"
     """The log once, in one record, when the prediction ends (a rescheduled sensor: a fresh watch per poke)."""
     COLLECT = "collect"
-    """Nothing at the end: the log is kept in ``end_log`` for the caller to write with the
-    outcome, in one record (the trigger: thousands of waits in one triggerer)."""
+    """Nothing at the end: the log is kept in ``end_log``, and the statuses seen in
+    ``statuses``, for the caller to write with the outcome in one record (the trigger:
+    thousands of waits in one triggerer, where records cost more than polls). A wait longer
+    than ``PROGRESS_EVERY`` says how it is doing once per that many seconds."""
 
 
 @dataclass
@@ -118,9 +122,11 @@ class PredictionWatch:
     failed_polls: int = 0
     # Why the last poll failed, while it is the last poll: a timeout says so.
     last_error: str | None = field(default=None, repr=False)
-    # The prediction's log when it ended, in LogMode.COLLECT.
+    # The prediction's log when it ended, and the statuses it went through, in LogMode.COLLECT.
     end_log: str = field(default="", repr=False)
+    statuses: list[str] = field(default_factory=list, repr=False)
     polls: int = field(default=0, repr=False)
+    _next_progress: float = field(default=0.0, repr=False)
 
     def observe(self, prediction: Prediction) -> PredictionEvent | None:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
@@ -130,15 +136,35 @@ class PredictionWatch:
         terminal = prediction.is_terminal
         if prediction.logs and (self.log_mode is LogMode.STREAM or terminal):
             self._log_new_lines(prediction)
-        if prediction.status != self.last_status and not (terminal and self.log_mode is LogMode.COLLECT):
-            self.log.info(
-                "Prediction %s: status %s%s.",
-                prediction.id,
-                prediction.status,
-                "" if prediction.is_known_status else " (a status this provider does not know; still waiting)",
-            )
+        if self.log_mode is LogMode.COLLECT:
+            self._collect_status(prediction, terminal)
+        elif prediction.status != self.last_status:
+            self._log_status(prediction)
         self.last_status = prediction.status
         return outcome_event(prediction) if terminal else None
+
+    def _log_status(self, prediction: Prediction, since: str = "") -> None:
+        self.log.info(
+            "Prediction %s: status %s%s%s.",
+            prediction.id,
+            prediction.status,
+            since,
+            "" if prediction.is_known_status else " (a status this provider does not know; still waiting)",
+        )
+
+    def _collect_status(self, prediction: Prediction, terminal: bool) -> None:
+        if prediction.status != self.last_status:
+            self.statuses.append(prediction.status)
+            if not prediction.is_known_status:  # rare, and worth seeing while it lasts
+                self._log_status(prediction)
+        if terminal:
+            return
+        now = time.monotonic()
+        if not self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY
+        elif now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY
+            self._log_status(prediction, f" after {self.polls} polls")
 
     def _log_new_lines(self, prediction: Prediction) -> None:
         new = prediction.new_log_lines(self.log_offset)

@@ -14,6 +14,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+
 from airflow_provider_cometapi import __version__
 from airflow_provider_cometapi.exceptions import CometAPIConfigurationError
 
@@ -94,6 +96,25 @@ class CometAPISettings:
     def attempt_timeout_for(self, request: ApiRequest) -> float:
         """The most one attempt may take, connecting and reading the whole answer included."""
         return self.connect_timeout + self.read_timeout_for(request)
+
+    def client_timeout(self, request: ApiRequest, seconds: float) -> aiohttp.ClientTimeout:
+        """
+        An async attempt's timeout: ``seconds`` in all, and the read timeout for each read.
+
+        The usual one (a plain call, far from any deadline) is built once: it is on every poll.
+        """
+        read = self.read_timeout_for(request)
+        if seconds == self.attempt_timeout_for(request) and not request.read_timeout_extra:
+            return self._plain_client_timeout
+        return aiohttp.ClientTimeout(total=seconds, sock_connect=self.connect_timeout, sock_read=min(seconds, read))
+
+    @cached_property
+    def _plain_client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=self.connect_timeout + self.read_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=self.read_timeout,
+        )
 
     @property
     def auth_headers(self) -> dict[str, str]:

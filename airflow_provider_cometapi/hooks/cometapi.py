@@ -153,10 +153,15 @@ class CometAPIHook(BaseHook):
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """The policy given, else the default one with the connection's ``max_retries`` (once it is read)."""
         if self._retry_policy is not None:
             return self._retry_policy
-        retries = self._settings.max_retries if self._settings else None
-        return RetryPolicy() if retries is None else RetryPolicy(max_attempts=max(1, retries + 1))
+        if self._settings is None:
+            return RetryPolicy()
+        retries = self._settings.max_retries
+        # Kept once the connection is known: a poll asks for it every time.
+        self._retry_policy = RetryPolicy() if retries is None else RetryPolicy(max_attempts=max(1, retries + 1))
+        return self._retry_policy
 
     # --- Blocking calls ------------------------------------------------------------------
 
@@ -356,19 +361,18 @@ class CometAPIHook(BaseHook):
         return self._async_session
 
     async def _acall(self, request: ApiRequest, url: URL | None = None, *, deadline: float | None = None) -> Any:
-        settings = await self.aget_settings()
-        session = await self._async_session_for()
+        # The settings and the session are awaited only the first time: a poll has both already.
+        settings = self._settings or await self.aget_settings()
+        session = self._async_session
+        if session is None or session.closed or self._async_loop is not asyncio.get_running_loop():
+            session = await self._async_session_for()
         if url is None:
             url = URL(api_url(settings.base_url, request.path))
         headers = {**settings.headers, **request.headers} if request.headers else settings.headers
 
         async def attempt() -> Any:
             seconds = _attempt_seconds(settings.attempt_timeout_for(request), deadline, request)
-            timeout = aiohttp.ClientTimeout(
-                total=seconds,
-                sock_connect=settings.connect_timeout,
-                sock_read=min(seconds, settings.read_timeout_for(request)),
-            )
+            timeout = settings.client_timeout(request, seconds)
             try:
                 async with session.request(
                     request.method, url, json=request.json, headers=headers, timeout=timeout

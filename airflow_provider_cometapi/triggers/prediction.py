@@ -34,11 +34,12 @@ class PredictionTrigger(BaseTrigger):
     Poll a prediction until it ends, then fire exactly one event, a ``PredictionEvent``.
 
     One hook serves the whole run: one connection lookup, and the event loop's HTTP session
-    that every trigger in the triggerer shares. The prediction's log is written once, when it
-    ends. The first poll comes after 0.5 to 1.5 poll intervals, so that triggers deferred
-    together do not poll together. Transient failures are retried by the hook's policy and
-    tolerated for a few polls; persistent ones, and anything unexpected, become an ``error``
-    event rather than a dead trigger.
+    that every trigger in the triggerer shares. The outcome, the statuses the prediction went
+    through and its log are written once, in one record, when it ends; a wait longer than a
+    minute also says how it is doing once a minute. The first poll comes after 0.5 to 1.5 poll
+    intervals, so that triggers deferred together do not poll together. Transient failures are
+    retried by the hook's policy and tolerated for a few polls; persistent ones, and anything
+    unexpected, become an ``error`` event rather than a dead trigger.
 
     :param prediction_id: the prediction to wait for.
     :param cometapi_conn_id: the CometAPI connection.
@@ -95,10 +96,11 @@ class PredictionTrigger(BaseTrigger):
             )
         finally:
             await self.cleanup()
+        statuses = f" Statuses: {', '.join(watch.statuses)}." if watch.statuses else ""
         if watch.end_log:
-            self.log.info("%s Its log:\n%s", event["message"], watch.end_log)
+            self.log.info("%s%s Its log:\n%s", event["message"], statuses, watch.end_log)
         else:
-            self.log.info(event["message"])
+            self.log.info("%s%s", event["message"], statuses)
         yield TriggerEvent(event)
 
     async def cleanup(self) -> None:

@@ -208,9 +208,11 @@ async def test_the_outcome_and_the_log_are_one_record(cometapi_conn, capfd):
     prediction_id = create(cometapi_conn, duration=0.3)
     event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, deadline=time.time() + 30))
     out = capfd.readouterr().out
-    assert f"{event['message']} Its log:" in out
+    assert f"{event['message']} Statuses: " in out and "succeeded. Its log:" in out
     assert out.count("Using seed") == 1
-    assert f"Prediction {prediction_id}: status succeeded" not in out  # said once, in the outcome
+    # Nothing while it waits (under a minute): the statuses are said once, in the outcome.
+    assert f"Prediction {prediction_id}: status" not in out
+    assert out.count(f"Prediction {prediction_id}") == 1
 
 
 @pytest.mark.parametrize(
