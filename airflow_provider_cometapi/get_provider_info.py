@@ -48,6 +48,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_cometapi.triggers.prediction"],
             }
         ],
+        "task-decorators": [
+            {"name": "cometapi", "class-name": "airflow_provider_cometapi.decorators.prediction.cometapi_task"}
+        ],
         "extra-links": ["airflow_provider_cometapi.links.prediction.PredictionLink"],
         "connection-types": [
             {

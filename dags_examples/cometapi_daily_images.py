@@ -1,10 +1,10 @@
 """
 Generate a set of images every day and store them under a dated folder.
 
-Each prompt becomes one mapped, deferrable ``CreatePredictionOperator``: while the images are
-generated, the waits run in the triggerer and hold no worker slot. Each finished prediction
-is then stored by ``SavePredictionOutputsOperator`` (images plus a JSON sidecar), which also
-emits an event on the ``cometapi_daily_images`` asset; ``cometapi_daily_index`` runs on it.
+Each prompt becomes one mapped ``@task.cometapi`` task: while the images are generated, the
+waits run in the triggerer and hold no worker slot. Each finished prediction is then stored by
+``SavePredictionOutputsOperator`` (images plus a JSON sidecar), which also emits an event on
+the ``cometapi_daily_images`` asset; ``cometapi_daily_index`` runs on it.
 
 Configure it without editing the file:
 
@@ -19,11 +19,11 @@ Configure it without editing the file:
 from __future__ import annotations
 
 import datetime
+import zlib
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import Asset, Param, dag, task
 
-from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 DAILY_IMAGES = Asset(name="cometapi_daily_images", uri="cometapi://daily-images")
@@ -32,8 +32,8 @@ STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root',
 # The run's date: its logical date, or for a manual run without one, the day it was triggered.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
-with DAG(
-    dag_id="cometapi_daily_images",
+
+@dag(
     description="Generate the day's images with CometAPI and store them under a dated folder.",
     schedule="@daily",
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
@@ -54,28 +54,33 @@ with DAG(
         "aspect_ratio": Param("1:1", type="string"),
         "storage_root": Param("", type="string", description="Where to store; empty: Variable or /tmp."),
     },
-):
-
+)
+def cometapi_daily_images() -> None:
     @task
-    def build_inputs(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """One prediction input per prompt; a fixed seed per prompt makes re-runs reproducible."""
+    def todays_prompts(params: dict[str, Any] | None = None) -> list[str]:
         assert params is not None
-        return [
-            {"prompt": prompt, "aspect_ratio": params["aspect_ratio"], "output_format": "webp", "seed": index}
-            for index, prompt in enumerate(params["prompts"])
-        ]
+        return list(params["prompts"])
 
-    generate = CreatePredictionOperator.partial(
-        task_id="generate",
+    @task.cometapi(
         model="{{ params.model }}",
         deferrable=True,
         poll_interval=2,
         timeout=datetime.timedelta(minutes=15),
         retries=1,
-    ).expand(input=build_inputs())
+    )
+    def generate(prompt: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One image per prompt; a seed from the prompt makes a re-run paint the same picture."""
+        assert params is not None
+        seed = zlib.crc32(prompt.encode())
+        return {"prompt": prompt, "aspect_ratio": params["aspect_ratio"], "output_format": "webp", "seed": seed}
+
+    predictions = generate.expand(prompt=todays_prompts())
 
     SavePredictionOutputsOperator.partial(
         task_id="store",
         destination=STORAGE_ROOT + "/" + DAY,
         outlets=[DAILY_IMAGES],
-    ).expand(prediction_id=generate.output.map(lambda prediction: prediction["id"]))
+    ).expand(prediction_id=predictions)
+
+
+cometapi_daily_images()

@@ -1,17 +1,19 @@
 """
 Generate an image with FLUX schnell, then edit it with FLUX Kontext Pro, and store both.
 
-The edit's ``input_image`` is the first output URL of the generation, pulled from XCom: output
-URLs live about an hour, long enough for the next task. Params ``prompt`` and ``edit``.
+Two ``@task.cometapi`` tasks: the edit's function receives the generation's finished
+prediction and returns its first output URL as the ``input_image`` (output URLs live about an
+hour, long enough for the next task). Each prediction goes to ``SavePredictionOutputsOperator``
+as it is, no XCom template needed. Params ``prompt`` and ``edit``.
 """
 
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import dag, task
 
-from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 # Param storage_root, else the Variable cometapi_storage_root, else /tmp (see cometapi_daily_images).
@@ -19,8 +21,8 @@ STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root',
 # The run's date: its logical date, or for a manual run without one, the day it was triggered.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
-with DAG(
-    dag_id="cometapi_edit_chain",
+
+@dag(
     description="Generate with flux-schnell, edit with flux-kontext-pro, store both.",
     schedule=None,
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
@@ -31,31 +33,29 @@ with DAG(
         "edit": "make the bicycle blue and add falling autumn leaves",
         "storage_root": "",
     },
-):
-    generate = CreatePredictionOperator(
-        task_id="generate",
-        model="black-forest-labs/flux-schnell",
-        input={"prompt": "{{ params.prompt }}", "aspect_ratio": "3:2"},
-        deferrable=True,
-        poll_interval=2,
-    )
-    edit = CreatePredictionOperator(
-        task_id="edit",
-        model="black-forest-labs/flux-kontext-pro",
-        input={
-            "prompt": "{{ params.edit }}",
-            "input_image": "{{ ti.xcom_pull(task_ids='generate')['output'][0] }}",
+)
+def cometapi_edit_chain() -> None:
+    @task.cometapi(model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=2)
+    def generate(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert params is not None
+        return {"prompt": params["prompt"], "aspect_ratio": "3:2"}
+
+    @task.cometapi(model="black-forest-labs/flux-kontext-pro", deferrable=True, poll_interval=2)
+    def edit(source: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert params is not None
+        return {
+            "prompt": params["edit"],
+            "input_image": source["output"][0],
             "aspect_ratio": "match_input_image",
             "output_format": "png",
-        },
-        deferrable=True,
-        poll_interval=2,
-    )
-    for source in (generate, edit):
-        store = SavePredictionOutputsOperator(
-            task_id=f"store_{source.task_id}",
-            prediction_id=f"{{{{ ti.xcom_pull(task_ids='{source.task_id}', key='prediction_id') }}}}",
-            destination=STORAGE_ROOT + "/edits/" + DAY,
+        }
+
+    generated = generate()
+    edited = edit(generated)
+    for name, prediction in (("generate", generated), ("edit", edited)):
+        SavePredictionOutputsOperator(
+            task_id=f"store_{name}", prediction_id=prediction, destination=STORAGE_ROOT + "/edits/" + DAY
         )
-        source >> store
-    generate >> edit
+
+
+cometapi_edit_chain()

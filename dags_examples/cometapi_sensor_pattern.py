@@ -3,6 +3,8 @@ Start a prediction without waiting, wait for it with a deferrable sensor, then s
 
 Useful when something else starts predictions (another system, an earlier DAG) and this DAG
 only has the id: ``PredictionSensor`` waits in the triggerer and returns the final prediction.
+Written with the operator classes; the tasks pass each other their outputs (``.output``)
+instead of XCom templates.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from airflow.sdk import DAG
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.sensors.prediction import PredictionSensor
-
-PREDICTION_ID = "{{ ti.xcom_pull(task_ids='start', key='prediction_id') }}"
 
 # Param storage_root, else the Variable cometapi_storage_root, else /tmp (see cometapi_daily_images).
 STORAGE_ROOT = "{{ params.storage_root or var.value.get('cometapi_storage_root', 'file:///tmp/cometapi-images') }}"
@@ -39,12 +39,13 @@ with DAG(
     )
     wait = PredictionSensor(
         task_id="wait",
-        prediction_id=PREDICTION_ID,
+        prediction_id=start.output["prediction_id"],  # the id, pushed as soon as the prediction exists
         deferrable=True,
         poke_interval=2,
         timeout=15 * 60,
     )
     store = SavePredictionOutputsOperator(
-        task_id="store", prediction_id=PREDICTION_ID, destination=STORAGE_ROOT + "/sensor/" + DAY
+        task_id="store",
+        prediction_id=wait.output,  # the final prediction the sensor returned
+        destination=STORAGE_ROOT + "/sensor/" + DAY,
     )
-    start >> wait >> store

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
+from airflow_provider_cometapi.exceptions import InvalidPredictionIdError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY
+from airflow_provider_cometapi.models import Prediction, check_prediction_id
 from airflow_provider_cometapi.storage import check_destination, is_templated, prepare_destination, store_prediction
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import Context, XComArg
 
-    from airflow_provider_cometapi.models import Prediction
+# Beside the return value (the stored files alone) and the key `prediction_id`: the metadata.
+SIDECAR_XCOM_KEY = "sidecar"
 
 
 class SavePredictionOutputsOperator(BaseOperator):
@@ -27,8 +31,12 @@ class SavePredictionOutputsOperator(BaseOperator):
     ``<prediction_id>.json`` with the model, input (prompt, seed...), metrics, timestamps and
     source URLs. Every file is proven to lie directly in ``destination`` before it is written.
     Writes are atomic and a re-run replaces the same files, and removes the temporary files a
-    killed earlier run left. The return value is the list of stored URIs (outputs first, then
-    the sidecar). With ``outlets``, each asset event carries
+    killed earlier run left.
+
+    The return value is the list of stored files alone, in the prediction's output order, so a
+    downstream task can map over them (``describe.expand(image=store.output)``). The metadata
+    has XComs of its own: ``sidecar`` (the sidecar's URI, ``None`` with ``write_sidecar=False``)
+    and ``prediction_id``, e.g. ``store.output["sidecar"]``. With ``outlets``, each asset event carries
     ``{"prediction_id", "model", "prompt", "uris", "sidecar"}`` in its ``extra``, for
     asset-scheduled DAGs downstream.
 
@@ -40,8 +48,12 @@ class SavePredictionOutputsOperator(BaseOperator):
     prediction ends); with ``OutputTooLargeError`` for a file over the connection's
     ``max_output_bytes``.
 
-    :param prediction_id: the prediction whose outputs to store, e.g.
-        ``"{{ ti.xcom_pull(task_ids='generate', key='prediction_id') }}"``. Templated.
+    :param prediction_id: the prediction whose outputs to store: the output of the create task
+        or of a ``@task.cometapi`` task as it is (``generate.output``, or the XComArg a decorated
+        task returns), a prediction dict, or an id string such as
+        ``"{{ ti.xcom_pull(task_ids='generate', key='prediction_id') }}"``. Templated. An id that
+        cannot be one fails with ``InvalidPredictionIdError``: at DAG parse when it is a plain
+        string, else before any request.
     :param destination: a folder as an ``ObjectStoragePath``, an absolute path or a URI:
         ``file:///data/images``, ``s3://aws_conn@bucket/prefix``, ``gs://...``. Templated.
     :param cometapi_conn_id: the CometAPI connection.
@@ -54,8 +66,8 @@ class SavePredictionOutputsOperator(BaseOperator):
     def __init__(
         self,
         *,
-        prediction_id: str,
-        destination: str | ObjectStoragePath,
+        prediction_id: str | Mapping[str, Any] | XComArg,
+        destination: str | ObjectStoragePath | XComArg,
         cometapi_conn_id: str = CometAPIHook.default_conn_name,
         write_sidecar: bool = True,
         **kwargs: Any,
@@ -64,6 +76,8 @@ class SavePredictionOutputsOperator(BaseOperator):
         # Checked now when it can be: a typo fails at DAG parse, not after the run started.
         if _known_at_parse(destination):
             check_destination(destination)
+        if isinstance(prediction_id, str) and not is_templated(prediction_id):
+            prediction_id_of(prediction_id)
         self.prediction_id = prediction_id
         self.destination = destination
         self.cometapi_conn_id = cometapi_conn_id
@@ -74,15 +88,18 @@ class SavePredictionOutputsOperator(BaseOperator):
         return CometAPIHook(self.cometapi_conn_id)
 
     def execute(self, context: Context) -> list[str]:
-        # Before any request: a destination that cannot work costs no call and no download.
+        # Before any request: an id or a destination that cannot work costs no call and no download.
+        prediction_id = prediction_id_of(self.prediction_id)
         directory = prepare_destination(self.destination)
         # Fetched now, not taken from XCom: the query returns fresh output URLs.
-        prediction = self.hook.get_prediction(self.prediction_id)
+        prediction = self.hook.get_prediction(prediction_id)
         stored = store_prediction(
             prediction, directory, self.hook.stream_output, write_sidecar=self.write_sidecar, on_stored=self._logged
         )
         self._annotate_outlets(context, prediction, stored.outputs, stored.sidecar)
-        return stored.uris
+        context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=stored.prediction_id)
+        context["ti"].xcom_push(key=SIDECAR_XCOM_KEY, value=stored.sidecar)
+        return stored.outputs
 
     def _logged(self, index: int, count: int, path: ObjectStoragePath) -> None:
         self.log.info("Stored output %d of %d at %s", index + 1, count, path)
@@ -100,6 +117,32 @@ class SavePredictionOutputsOperator(BaseOperator):
         }
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
+
+
+def prediction_id_of(value: Any) -> str:
+    """
+    The checked id in what a DAG passes as ``prediction_id``.
+
+    Accepted: an id string, a prediction dict (the return value of ``CreatePredictionOperator``,
+    ``PredictionSensor`` or ``@task.cometapi``) or a ``Prediction``.
+
+    :raises InvalidPredictionIdError: anything else, or an id that cannot be one.
+    """
+    if isinstance(value, Prediction):
+        return value.id
+    if isinstance(value, Mapping):
+        if "id" not in value:
+            raise InvalidPredictionIdError(
+                f"prediction_id got a dict without an 'id' (keys: {', '.join(map(str, list(value)[:10]))}). Pass the "
+                "prediction the create task returned (generate.output), or its id."
+            )
+        return check_prediction_id(value["id"])
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        raise InvalidPredictionIdError(
+            f"prediction_id got {len(value)} values, not one prediction: the output of a mapped task is a list. "
+            "Store each with SavePredictionOutputsOperator.partial(...).expand(prediction_id=generate.output)."
+        )
+    return check_prediction_id(value)
 
 
 def _known_at_parse(destination: Any) -> bool:

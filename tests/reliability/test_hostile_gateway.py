@@ -584,7 +584,7 @@ def store(destination: Path) -> list[str]:
     operator = SavePredictionOutputsOperator(
         task_id="store", prediction_id=PREDICTION, destination=destination.as_uri()
     )
-    return operator.execute({})  # type: ignore[arg-type]
+    return operator.execute({"ti": TaskInstance()})  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(120)
@@ -645,7 +645,12 @@ KILLED_RUN = textwrap.dedent(
     """
     import sys
     from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
-    SavePredictionOutputsOperator(task_id="store", prediction_id=sys.argv[1], destination=sys.argv[2]).execute({})
+    class TaskInstance:
+        def xcom_push(self, key, value):
+            pass
+    SavePredictionOutputsOperator(task_id="store", prediction_id=sys.argv[1], destination=sys.argv[2]).execute(
+        {"ti": TaskInstance()}
+    )
     """
 )
 

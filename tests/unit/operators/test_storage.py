@@ -16,13 +16,15 @@ from airflow_provider_cometapi.exceptions import (
     CometAPIError,
     DestinationNotWritableError,
     InvalidDestinationError,
+    InvalidPredictionIdError,
     OutputExpiredError,
     OutputTooLargeError,
     PredictionNotStorableError,
 )
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
-from tests.fixtures import FAST_RETRIES, set_connection
+from airflow_provider_cometapi.models import Prediction
+from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator, prediction_id_of
+from tests.fixtures import FAST_RETRIES, TaskInstance, set_connection
 
 SCHNELL = "black-forest-labs/flux-schnell"
 
@@ -38,12 +40,20 @@ def finished(model: str = SCHNELL, **model_input) -> str:
     return prediction.id
 
 
-def save(prediction_id: str, destination, **kwargs) -> list[str]:
+class RecordingTaskInstance(TaskInstance):
+    def __init__(self) -> None:
+        self.xcoms: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcoms[key] = value
+
+
+def save(prediction_id, destination, ti: TaskInstance | None = None, **kwargs) -> list[str]:
     operator = SavePredictionOutputsOperator(
         task_id="store", prediction_id=prediction_id, destination=destination, **kwargs
     )
     operator.hook._retry_policy = FAST_RETRIES
-    return operator.execute({})
+    return operator.execute({"ti": ti or TaskInstance()})
 
 
 def files_in(folder) -> list[str]:
@@ -52,12 +62,12 @@ def files_in(folder) -> list[str]:
 
 def test_stores_images_and_a_sidecar(cometapi_conn, tmp_path):
     prediction_id = finished(num_outputs=2, output_format="png", aspect_ratio="16:9", seed=42)
-    uris = save(prediction_id, tmp_path.as_uri())
+    ti = RecordingTaskInstance()
+    uris = save(prediction_id, tmp_path.as_uri(), ti=ti)
     assert files_in(tmp_path) == [f"{prediction_id}.json", f"{prediction_id}_0.png", f"{prediction_id}_1.png"]
-    assert uris == [
-        (tmp_path / name).as_uri()
-        for name in (f"{prediction_id}_0.png", f"{prediction_id}_1.png", f"{prediction_id}.json")
-    ]
+    # The return value is the images alone; the metadata has XComs of its own.
+    assert uris == [(tmp_path / name).as_uri() for name in (f"{prediction_id}_0.png", f"{prediction_id}_1.png")]
+    assert ti.xcoms == {"prediction_id": prediction_id, "sidecar": (tmp_path / f"{prediction_id}.json").as_uri()}
     with Image.open(tmp_path / f"{prediction_id}_0.png") as image:
         assert image.format == "PNG"
         assert image.width > image.height
@@ -69,7 +79,7 @@ def test_stores_images_and_a_sidecar(cometapi_conn, tmp_path):
     assert sidecar["metrics"]["image_count"] == 2
     assert sidecar["completed_at"]
     assert len(sidecar["source_urls"]) == 2
-    assert sidecar["stored"] == uris[:2]
+    assert sidecar["stored"] == uris
 
 
 def test_single_string_output_and_extension_from_content_type(cometapi_conn, tmp_path):
@@ -80,8 +90,10 @@ def test_single_string_output_and_extension_from_content_type(cometapi_conn, tmp
 
 def test_data_uri_outputs_are_decoded(cometapi_conn, tmp_path):
     prediction_id = finished(output_format="webp", _emulator={"data_uri": True})
-    save(prediction_id, tmp_path.as_uri(), write_sidecar=False)
+    ti = RecordingTaskInstance()
+    save(prediction_id, tmp_path.as_uri(), ti=ti, write_sidecar=False)
     assert files_in(tmp_path) == [f"{prediction_id}_0.webp"]
+    assert ti.xcoms["sidecar"] is None
     with Image.open(tmp_path / f"{prediction_id}_0.webp") as image:
         assert image.format == "WEBP"
     assert cometapi_conn.stats(detail=False)["file_downloads"] == 0
@@ -221,7 +233,7 @@ def test_a_templated_destination_is_checked_before_any_request(cometapi_conn, tm
     before = cometapi_conn.stats(detail=False)
     operator.destination = "images/2026-12-01"  # as Airflow renders it: relative to the worker's folder
     with pytest.raises(InvalidDestinationError, match="relative path"):
-        operator.execute({})
+        operator.execute({"ti": TaskInstance()})
     after = cometapi_conn.stats(detail=False)
     assert (after["polls"], after["creates"], after["file_downloads"]) == (
         before["polls"],
@@ -236,7 +248,7 @@ def test_a_destination_given_at_run_time_is_checked_before_any_request(cometapi_
     operator = SavePredictionOutputsOperator(task_id="store", prediction_id="abc", destination="{{ x }}")
     operator.destination = destination
     with pytest.raises(InvalidDestinationError):
-        operator.execute({})
+        operator.execute({"ti": TaskInstance()})
     assert cometapi_conn.stats(detail=False)["requests"] == 0
 
 
@@ -276,3 +288,48 @@ def test_a_data_uri_over_max_output_bytes_leaves_nothing(cometapi_conn, small_ou
     with pytest.raises(OutputTooLargeError, match="max_output_bytes"):
         save(prediction_id, tmp_path.as_uri(), cometapi_conn_id=small_outputs)
     assert files_in(tmp_path) == []
+
+
+# --- prediction_id: an id, a prediction, or the XComArg of either -----------------------------
+
+
+def test_prediction_id_takes_the_create_tasks_output_as_it_is(cometapi_conn, tmp_path):
+    """The dict a create task or @task.cometapi returns (what its XComArg resolves to), or its id."""
+    prediction = CometAPIHook().create_prediction(SCHNELL, {"prompt": "x", "_emulator": {"duration": 0.1}}, wait=10)
+    for form in (prediction.to_dict(), prediction, prediction.id, f"  {prediction.id}\n"):
+        folder = tmp_path / type(form).__name__
+        assert save(form, folder.as_uri()) == [(folder / f"{prediction.id}_0.webp").as_uri()]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"status": "succeeded"}, "dict without an 'id'"),
+        ({"id": "../etc"}, "Invalid prediction id"),
+        ({"id": 42}, "Invalid prediction id 42"),
+        ([{"id": "abc"}, {"id": "def"}], "2 values, not one prediction.*expand"),
+        ("", "Invalid prediction id"),
+        (None, "Invalid prediction id None"),
+    ],
+    ids=repr,
+)
+def test_a_prediction_id_that_cannot_be_one_fails_before_any_request(cometapi_conn, tmp_path, value, message):
+    with pytest.raises(InvalidPredictionIdError, match=message):
+        prediction_id_of(value)
+    operator = SavePredictionOutputsOperator(task_id="store", prediction_id="{{ x }}", destination=tmp_path.as_uri())
+    operator.prediction_id = value  # as Airflow resolves it
+    with pytest.raises(InvalidPredictionIdError, match=message):
+        operator.execute({"ti": TaskInstance()})
+    assert cometapi_conn.stats(detail=False)["requests"] == 0
+
+
+def test_a_plain_string_id_is_checked_at_dag_parse(tmp_path):
+    with pytest.raises(InvalidPredictionIdError):
+        SavePredictionOutputsOperator(task_id="store", prediction_id="not an id!", destination=tmp_path.as_uri())
+    # Templates and XComArgs are only known at run time.
+    SavePredictionOutputsOperator(task_id="store", prediction_id="{{ params.id }}", destination=tmp_path.as_uri())
+
+
+def test_prediction_id_of_a_prediction_object():
+    prediction = Prediction.from_api({"id": "abc123", "status": "succeeded", "output": []})
+    assert prediction_id_of(prediction) == "abc123"
