@@ -48,6 +48,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_cometapi.triggers.prediction"],
             }
         ],
+        "plugins": [
+            {"name": "cometapi", "plugin-class": "airflow_provider_cometapi.plugins.cometapi.CometAPIPlugin"},
+        ],
         "extra-links": ["airflow_provider_cometapi.links.prediction.PredictionLink"],
         "connection-types": [
             {
