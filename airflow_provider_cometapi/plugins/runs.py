@@ -15,7 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_cometapi.plugins import files
-from airflow_provider_cometapi.plugins.records import READERS, Card, PredictionInfo, Reader, TaskRef, assemble, read_all
+from airflow_provider_cometapi.plugins.records import (
+    READERS,
+    Card,
+    PredictionInfo,
+    Reader,
+    Record,
+    TaskRef,
+    assemble,
+    read_all,
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,42 @@ def load_run(
                 )
             )
         }
-    return RunImages(dag_id, run_id, assemble(read_all(values, files.open_text, readers)), states)
+        records = read_all(values, files.open_text, readers)
+        bare = {record.task for record in records if isinstance(record, PredictionInfo) and record.status is None}
+        rendered = _rendered_requests(session, dag_id, run_id, bare) if bare else {}
+    records = [_with_request(record, rendered) for record in records]
+    return RunImages(dag_id, run_id, assemble(records), states)
+
+
+def _rendered_requests(session: Any, dag_id: str, run_id: str, tasks: set[TaskRef]) -> dict[TaskRef, dict[str, Any]]:
+    """The rendered ``model`` and ``input`` of these task instances (what they asked the gateway for)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
+    from sqlalchemy import select
+
+    rows = session.execute(
+        select(Rendered.task_id, Rendered.map_index, Rendered.rendered_fields).where(
+            Rendered.dag_id == dag_id, Rendered.run_id == run_id, Rendered.task_id.in_({t.task_id for t in tasks})
+        )
+    )
+    found = {}
+    for row in rows:
+        task = TaskRef(row.task_id, row.map_index)
+        if task in tasks and isinstance(row.rendered_fields, dict):
+            found[task] = row.rendered_fields
+    return found
+
+
+def _with_request(record: Record, rendered: dict[TaskRef, dict[str, Any]]) -> Record:
+    """A prediction known only by its id takes the model and input its task rendered (no result came)."""
+    if not isinstance(record, PredictionInfo) or record.status is not None or record.task not in rendered:
+        return record
+    fields = rendered[record.task]
+    model, model_input = fields.get("model"), fields.get("input")
+    return replace(
+        record,
+        model=model[:200] if isinstance(model, str) else None,
+        input=model_input if isinstance(model_input, dict) else {},
+    )
 
 
 def with_sidecar_info(cards: Iterable[Card]) -> list[Card]:
