@@ -43,7 +43,11 @@ def candidates(stored: Any) -> list[Candidate]:
     """
     found: dict[str, str] = {}
     for record in read_stored_files(stored, TaskRef("review"), _no_text):
-        if isinstance(record, StoredFile) and not record.is_sidecar and record.name.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
+        if (
+            isinstance(record, StoredFile)
+            and not record.is_sidecar
+            and record.name.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
+        ):
             found.setdefault(record.uri, record.name)
     return [Candidate(f"Candidate {n}", uri, name) for n, (uri, name) in enumerate(found.items(), start=1)]
 
@@ -80,9 +84,18 @@ def review_body(
         f"Pick the images to publish, or **{REJECT_ALL}**. "
         f"[All images of this run]({gallery}) open in the run's Images tab too."
     )
-    for candidate in found:
-        url = gallery_file_url(dag_id, run_id, outputs_of, candidate.name, base_path)
-        lines.append(f"**{candidate.label}** (`{candidate.name}`)\n\n![{candidate.label}]({url})")
+    # A table puts the candidates side by side, each image as wide as its column.
+    cells = [f"![{c.label}]({gallery_file_url(dag_id, run_id, outputs_of, c.name, base_path)})" for c in found]
+    lines.append(
+        "\n".join(
+            [
+                "| " + " | ".join(f"**{c.label}**" for c in found) + " |",
+                "|" + " --- |" * len(found),
+                "| " + " | ".join(cells) + " |",
+                "| " + " | ".join(f"`{c.name}`" for c in found) + " |",
+            ]
+        )
+    )
     return "\n\n".join(lines)
 
 
