@@ -89,13 +89,21 @@ def token_for(stack: AirflowStack, user: str, password: str) -> str:
 
 
 def wait_for_state(stack: AirflowStack, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 300):
+    """Wait for ``task_id`` to reach one of ``states``; fail at once, with the logs, if the run breaks."""
     deadline = time.monotonic() + timeout
     seen = None
     while time.monotonic() < deadline:
-        for ti in stack.task_instances(dag_id, run_id):
-            if ti["task_id"] == task_id:
-                seen = ti["state"]
-                if seen in states:
-                    return seen
+        instances = stack.task_instances(dag_id, run_id)
+        seen = next((ti["state"] for ti in instances if ti["task_id"] == task_id), None)
+        if seen in states:
+            return seen
+        broken = [ti for ti in instances if ti["state"] in ("failed", "upstream_failed")]
+        if broken:
+            logs = "\n".join(
+                stack.task_log(dag_id, run_id, ti["task_id"], max(ti["try_number"], 1), ti["map_index"])[-12000:]
+                for ti in broken
+                if ti["state"] == "failed"
+            )
+            raise AssertionError(f"{dag_id} broke before {task_id} was {states}: {broken}\n{logs}")
         time.sleep(1)
     raise TimeoutError(f"{task_id} of {dag_id} stayed {seen}, not one of {states}, for {timeout}s")

@@ -41,7 +41,9 @@ API_KEY = "ui-gallery-secret-key-5f1c"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess(api_key=API_KEY, duration=2.0) as running:
+    # Long enough that a deferring task has left its worker before the trigger fires: a faster
+    # answer races Airflow's own hand-over from worker to triggerer on a loaded machine.
+    with EmulatorProcess(api_key=API_KEY, duration=5.0) as running:
         yield running
 
 
@@ -238,11 +240,11 @@ def test_the_review_dag_publishes_exactly_the_chosen_image(
     expect(pictures).to_have_count(3)
     widths = wait_until_loaded(pictures)
     assert all(width > 0 for width in widths), widths
-    page.get_by_role("img", name="Candidate 1").scroll_into_view_if_needed()
-    screenshots.take(page, "images-review.png")
     page.get_by_label("Select one or multiple values").click()
     page.get_by_role("option", name="Candidate 2", exact=True).click()
     page.keyboard.press("Escape")
+    page.get_by_text("Which of these images should be published?").scroll_into_view_if_needed()
+    screenshots.take(page, "images-review.png")
     with page.expect_response(re.compile(r"/hitlDetails$")) as answer:
         page.get_by_role("button", name="Respond").click()
     assert answer.value.status == 200
