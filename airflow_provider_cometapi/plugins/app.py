@@ -50,6 +50,7 @@ FILE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "private, max-age=300",
 }
+_UNPROCESSABLE = 422  # named _CONTENT or _ENTITY depending on the Starlette release
 UNSET_MAP_INDEX = "{MAP_INDEX}"  # what the UI leaves in the tab's URL of a task that is not mapped
 
 app = FastAPI(
@@ -71,9 +72,9 @@ def _map_index(value: str | None) -> int | None:
     try:
         index = int(value)
     except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "map_index must be a whole number") from None
+        raise HTTPException(_UNPROCESSABLE, "map_index must be a whole number") from None
     if index < -1:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "map_index must be -1 or more")
+        raise HTTPException(_UNPROCESSABLE, "map_index must be -1 or more")
     return index
 
 

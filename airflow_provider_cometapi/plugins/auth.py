@@ -24,7 +24,8 @@ def authorization_requests(dag_id: str, team_name: str | None) -> list[dict[str,
     """The auth manager requests that must all be granted for ``dag_id``."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
-    details = DagDetails(id=dag_id, team_name=team_name)
+    # Teams (multi-team deployments) came in a later Airflow than the oldest this provider supports.
+    details = DagDetails(id=dag_id, team_name=team_name) if team_name is not None else DagDetails(id=dag_id)
     return [
         {"method": "GET", "details": details},
         *({"method": "GET", "access_entity": DagAccessEntity[name], "details": details} for name in READ_ENTITIES),
@@ -36,7 +37,8 @@ def require_dag_read(dag_id: str, user: Annotated[Any, Depends(get_user)]) -> An
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.models.dag import DagModel
 
-    requests = authorization_requests(dag_id, DagModel.get_team_name(dag_id))
+    team_name = DagModel.get_team_name(dag_id) if hasattr(DagModel, "get_team_name") else None
+    requests = authorization_requests(dag_id, team_name)
     if not get_auth_manager().batch_is_authorized_dag(requests, user=user):  # type: ignore[arg-type]
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not read this DAG's runs.")
     return user
