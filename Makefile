@@ -82,7 +82,8 @@ package: $(DOCS_STAMP)
 # The UI tier drives the real api-server's pages with headless Chromium: Debian's package (the
 # browser download of Playwright itself is not used), Playwright's Python package in .venv.
 CHROMIUM := /usr/bin/chromium
-UI_TOOLS := "playwright>=1.45,<2"
+# FAB: the Images tab is tested under SimpleAuthManager and under FAB's per-DAG roles too.
+UI_TOOLS := "playwright>=1.45,<2" "apache-airflow-providers-fab>=3.10,<4"
 UI_STAMP := $(VENV)/.ui-tools-installed
 
 # As root (CI is); the package lists are refreshed only when the first try finds nothing.

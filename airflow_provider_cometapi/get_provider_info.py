@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_cometapi.operators.prediction",
                     "airflow_provider_cometapi.operators.storage",
+                    "airflow_provider_cometapi.operators.review",
                 ],
             }
         ],
@@ -50,6 +51,9 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "task-decorators": [
             {"name": "cometapi", "class-name": "airflow_provider_cometapi.decorators.prediction.cometapi_task"}
+        ],
+        "plugins": [
+            {"name": "cometapi", "plugin-class": "airflow_provider_cometapi.plugins.cometapi.CometAPIPlugin"},
         ],
         "extra-links": ["airflow_provider_cometapi.links.prediction.PredictionLink"],
         "connection-types": [

@@ -10,7 +10,13 @@ import pytest
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
-EXAMPLE_DAG_IDS = {"cometapi_daily_images", "cometapi_daily_index", "cometapi_edit_chain", "cometapi_sensor_pattern"}
+EXAMPLE_DAG_IDS = {
+    "cometapi_daily_images",
+    "cometapi_daily_index",
+    "cometapi_edit_chain",
+    "cometapi_review_and_publish",
+    "cometapi_sensor_pattern",
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""The provider's Airflow plugin: the Images tab (a gallery app on the api-server)."""

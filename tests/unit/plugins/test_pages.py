@@ -1,0 +1,70 @@
+"""The gallery's HTML: escaped values, quoted links, what each kind of card shows."""
+
+from __future__ import annotations
+
+from airflow_provider_cometapi.plugins.cometapi import CometAPIPlugin, external_views
+from airflow_provider_cometapi.plugins.pages import FAILED_BEFORE_RESULT, Links, gallery_page, view_page
+from airflow_provider_cometapi.plugins.records import TaskRef, assemble, page_of, read_all
+
+LINKS = Links("/cometapi", "my_dag", "manual__2026-01-01T00:00:00+00:00")
+HOSTILE = {
+    "id": "p1",
+    "status": "succeeded",
+    "model": "m/<b>",
+    "input": {"prompt": '<script>alert(1)</script>"', "seed": 1},
+    "output": ['https://cdn.example/a.webp?x="><script>'],
+}
+
+
+def page(*values, states=None, task_id=None, map_index=None):
+    cards = assemble(read_all(values, lambda uri: ""))
+    return gallery_page(page_of(cards, 1, 60), LINKS, states or {}, task_id=task_id, map_index=map_index), cards
+
+
+def test_values_from_the_run_are_escaped():
+    html, cards = page((TaskRef("t"), HOSTILE))
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "m/&lt;b&gt;" in html
+    assert "<script>" not in view_page(cards[0], LINKS, TaskRef("t"), {})
+
+
+def test_links_quote_the_run_id_and_carry_the_map_index():
+    assert LINKS.gallery() == "/cometapi/gallery/my_dag/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
+    assert LINKS.file(TaskRef("a/b", 2), "p_0.png").endswith("/a%2Fb/files/p_0.png?map_index=2")
+    assert "map_index" not in LINKS.view(TaskRef("t"), "p_0")
+    assert LINKS.gallery("t", 3, 2).endswith("/t?map_index=3&page=2")
+
+
+def test_a_stored_image_is_served_by_the_gallery_and_an_unstored_one_by_the_gateway():
+    generated = {**HOSTILE, "output": ["https://cdn.example/a.webp"]}
+    left_at_gateway = {**HOSTILE, "id": "p2", "output": ["https://cdn.example/b.webp"]}
+    html, _ = page((TaskRef("g"), generated), (TaskRef("s"), ["file:///d/p1_0.webp"]), (TaskRef("x"), left_at_gateway))
+    assert 'src="/cometapi/gallery/my_dag/manual__2026-01-01T00%3A00%3A00%2B00%3A00/s/files/p1_0.webp"' in html
+    assert 'src="https://cdn.example/b.webp"' in html
+    assert "expiring" in html and "stored" in html
+
+
+def test_a_failed_prediction_shows_its_error_not_an_image():
+    failed = {**HOSTILE, "status": "failed", "output": None, "error": "NSFW content detected"}
+    html, _ = page((TaskRef("g"), failed))
+    assert "NSFW content detected" in html and "<img" not in html
+
+
+def test_a_task_that_failed_before_its_result_says_so():
+    html, _ = page((TaskRef("g"), "p7"), states={TaskRef("g"): "failed"})
+    assert "failed" in html and FAILED_BEFORE_RESULT.replace("'", "&#x27;") in html
+
+
+def test_an_empty_page_says_there_is_nothing():
+    html, _ = page(task_id="t", map_index=0)
+    assert "recorded no images" in html and "Images of t [0]" in html
+
+
+def test_the_plugin_mounts_the_app_and_adds_two_tabs():
+    (app,) = CometAPIPlugin.fastapi_apps
+    assert app["url_prefix"] == "/cometapi"
+    views = {view["destination"]: view["href"] for view in external_views("/airflow")}
+    assert views == {
+        "dag_run": "/airflow/cometapi/gallery/{DAG_ID}/{RUN_ID}",
+        "task_instance": "/airflow/cometapi/gallery/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
+    }
