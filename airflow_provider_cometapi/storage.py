@@ -368,6 +368,14 @@ def store_sidecar(metadata: Mapping[str, Any], directory: ObjectStoragePath, pre
     return _store(directory, sidecar_name(prediction_id), [body])
 
 
+def store_file(directory: ObjectStoragePath, name: str, chunks: Iterable[bytes]) -> ObjectStoragePath:
+    """
+    Write ``chunks`` as ``name`` directly in ``directory``, atomically: the one write of outputs,
+    sidecars and batch manifests. A reader sees the old file or the whole new one, never a part.
+    """
+    return _store(directory, name, chunks)
+
+
 def _store(directory: ObjectStoragePath, name: str, chunks: Iterable[bytes]) -> ObjectStoragePath:
     target = contained_path(directory, name)
     temporary = contained_path(directory, partial_name(name))
