@@ -492,6 +492,7 @@ def store_prediction(
     *,
     write_sidecar: bool = True,
     on_stored: Callable[[int, int, ObjectStoragePath], None] | None = None,
+    remove_partials: bool = True,
 ) -> StoredPrediction:
     """
     Store every output of a succeeded ``prediction`` and its sidecar in ``directory``.
@@ -502,11 +503,13 @@ def store_prediction(
     prediction are removed first.
 
     :param on_stored: called with (index, count, path) after each output, e.g. to log progress.
+    :param remove_partials: look for leftovers first (one listing of ``directory``); a batch
+        passes False and removes those of all its predictions in one listing instead.
     :raises PredictionNotStorableError: the prediction has not succeeded, or has no outputs.
     :raises OutputExpiredError: its files are gone.
     """
     check_storable(prediction)
-    for name in remove_stale_partials(directory, [prediction.id]):
+    for name in remove_stale_partials(directory, [prediction.id]) if remove_partials else ():
         log.info("Removed %s, left by an interrupted earlier run", name)
     outputs: list[str] = []
     for index, url in enumerate(prediction.output):

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from airflow_provider_cometapi.exceptions import (
     BatchManifestError,
@@ -134,7 +134,7 @@ class ManifestEntry:
         if status not in (PENDING, UNCERTAIN) and status != "failed" and checked_id is None:
             raise _corrupt(where, f"its status is {status} but it names no prediction")
         return cls(
-            index=int(index),
+            index=index,
             input=dict(model_input),
             fingerprint=fingerprint,
             line=line,
@@ -153,7 +153,7 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _STATUS = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -285,3 +285,84 @@ def counts(entries: Iterable[ManifestEntry]) -> dict[str, int]:
         else:
             tally["pending"] += 1
     return tally
+
+
+# --- The journal ----------------------------------------------------------------------------
+
+
+class Journal:
+    """
+    Prediction ids appended one line each as soon as a create answers, beside a local manifest.
+
+    A manifest is rewritten whole, so at most about once a second; the journal closes the gap in
+    between where the manifest is on a local disk: each id is one ``write`` to a file opened for
+    appending, which a killed process does not lose (the kernel has it). A later try replays it
+    into the manifest, and each checkpoint that wrote the manifest empties it. A last line cut
+    short (the process was killed inside that one write) is ignored; any other bad line fails.
+    Object stores have no append: there the checkpoint interval is the window (docs/batch.md).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    def append(self, index: int, prediction_id: str) -> None:
+        import os
+
+        if self._handle is None:
+            self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._handle, f'{{"index":{index},"prediction_id":"{prediction_id}"}}\n'.encode())
+
+    def read(self) -> dict[int, str]:
+        """Index to prediction id, in the order written (a later id for an index wins)."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise BatchManifestError(f"Cannot read the batch journal {self.path}: {error}.") from error
+        lines = data.split(b"\n")
+        complete, last = lines[:-1], lines[-1]  # ``last`` is empty unless the final write was cut
+        ids: dict[int, str] = {}
+        for number, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                index, prediction_id = record["index"], check_prediction_id(record["prediction_id"])
+                if not _is_count(index):
+                    raise ValueError("index")
+            except (ValueError, KeyError, TypeError, InvalidPredictionIdError):
+                raise _corrupt(f"line {number} of the journal {self.path}", "is not one of ours") from None
+            ids[index] = prediction_id
+        del last
+        return ids
+
+    def clear(self) -> None:
+        """Empty it (the manifest now has every id); kept open for the next appends."""
+        import os
+
+        if self._handle is not None:
+            os.ftruncate(self._handle, 0)
+        elif os.path.exists(self.path):
+            os.truncate(self.path, 0)
+
+    def close(self) -> None:
+        import os
+
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            os.close(handle)
+
+
+def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, str]) -> int:
+    """Give pending entries the ids the journal has for them; how many were given."""
+    given = 0
+    for index, prediction_id in journaled.items():
+        if 0 <= index < len(entries):
+            entry = entries[index]
+            if entry.prediction_id is None and entry.status == PENDING and prediction_id not in entry.previous_ids:
+                entry.prediction_id, entry.status, entry.attempts = prediction_id, "starting", entry.attempts + 1
+                given += 1
+    return given

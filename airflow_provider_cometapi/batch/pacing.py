@@ -68,6 +68,7 @@ class CreatePacer:
         self._tokens = 1.0
         self._updated = clock()
         self._last_throttle: float | None = None
+        self._last_slowdown: float | None = None
         self.throttles = 0
 
     @property
@@ -101,9 +102,10 @@ class CreatePacer:
         self._refill()
         now = self.clock()
         self.throttles += 1
-        if self._last_throttle is None or now - self._last_throttle >= SLOWDOWN_COOLDOWN:
+        if self._last_slowdown is None or now - self._last_slowdown >= SLOWDOWN_COOLDOWN:
             self.rate = max(self.limit * MIN_RATE_FRACTION, self.rate * SLOWDOWN_FACTOR)
             self._tokens = min(self._tokens, 0.0)
+            self._last_slowdown = now
         self._last_throttle = now
 
     def per_minute(self) -> float:

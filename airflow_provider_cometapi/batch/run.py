@@ -12,10 +12,12 @@ allow, at the pace's rate, each id written to the manifest at the next checkpoin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cometapi.batch import manifest as manifest_lines
@@ -34,7 +36,7 @@ from airflow_provider_cometapi.exceptions import (
 from airflow_provider_cometapi.models import Prediction
 from airflow_provider_cometapi.polling import CANCEL_TIMEOUT
 from airflow_provider_cometapi.resume import request_fingerprint
-from airflow_provider_cometapi.storage import store_file, store_prediction
+from airflow_provider_cometapi.storage import remove_stale_partials, store_file, store_prediction
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -49,6 +51,8 @@ CHECKPOINT_SECONDS = 1.0
 # Creates in a row that fail without an id (5xx, timeouts, resets, refused) before the batch stops.
 MAX_CREATE_FAILURES = 3
 CANCEL_CONCURRENCY = 16
+# Predictions asked about and stored at once: each is mostly waiting on the network.
+STORE_CONCURRENCY = 8
 _DATA_URI_PREVIEW = 48
 
 
@@ -94,6 +98,7 @@ class BatchRun:
         self._dirty = False
         self._logged = time.monotonic()
         self.created = 0
+        self.journal = journal_for(manifest_folder, manifest_name)
 
     @property
     def manifest_uri(self) -> str:
@@ -126,6 +131,9 @@ class BatchRun:
         if entries is None:
             return cls.fresh_entries(model, inputs), False
         manifest_lines.check_matches(entries, cls.fingerprints(model, inputs), uri=str(path))
+        journal = journal_for(path.parent, path.name)
+        if journal is not None and (replayed := manifest_lines.replay(entries, journal.read())):
+            log.info("Took %d prediction ids from the journal that the manifest did not have yet.", replayed)
         tally = manifest_lines.counts(entries)
         log.info(
             "Resuming the batch from its manifest %s: %s, %s pending; no input with a prediction is created again.",
@@ -142,8 +150,27 @@ class BatchRun:
         if not force and (not self._dirty or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS):
             return
         store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries))
+        if self.journal is not None:
+            self.journal.clear()  # every id it held is in the manifest now
         self._checkpointed = time.monotonic()
         self._dirty = False
+
+    def remove_stale_outputs(self) -> None:
+        """The temporary files a killed earlier try left for this batch's outputs: one listing for all."""
+        if self.directory is None:
+            return
+        ids = [pid for entry in self.entries for pid in (*entry.previous_ids, entry.prediction_id) if pid]
+        removed = remove_stale_partials(self.directory, ids)
+        if removed:
+            self.log.info("Removed %d temporary files left by an interrupted earlier try.", len(removed))
+
+    def close(self, *, finished: bool = False) -> None:
+        """Let go of the journal; a finished batch's manifest has every id, so its journal goes."""
+        if self.journal is not None:
+            self.journal.close()
+            if finished:
+                with suppress(OSError):
+                    os.unlink(self.journal.path)
 
     def remove_stale_manifest_copies(self) -> None:
         """Temporary copies a killed checkpoint left (``.<name>.partial-<hex>``); best effort."""
@@ -190,57 +217,84 @@ class BatchRun:
     # --- One step ------------------------------------------------------------------------
 
     def record_finished(self, finished: Mapping[str, str]) -> None:
-        """Ask CometAPI again about each prediction that ended, and record (and store) it."""
-        for prediction_id in finished:
-            entry = self._by_id.get(prediction_id)
-            if entry is None or entry.is_final:
-                continue  # an id of another attempt, or recorded already
-            try:
-                prediction = self.hook.get_prediction(prediction_id, deadline=self.deadline + CANCEL_TIMEOUT)
-            except PredictionNotFoundError as error:
-                self._end(entry, "failed", f"CometAPI no longer knows the prediction: {error}")
-                continue
-            except CometAPIError as error:
-                if error.transient:
-                    self.log.warning("Could not ask about prediction %s (asked again later): %s", prediction_id, error)
-                    continue
-                self._end(entry, "failed", str(error))
-                continue
-            self.record(entry, prediction)
-            self.checkpoint()
-            self.log_progress()
+        """
+        Ask CometAPI again about each prediction that ended, and record (and store) it.
+
+        ``STORE_CONCURRENCY`` at a time (asking and downloading is waiting on the network); the
+        entries are updated here, on the calling thread, as each is done.
+        """
+        todo = [
+            entry
+            for prediction_id in finished
+            if (entry := self._by_id.get(prediction_id)) is not None and not entry.is_final
+        ]  # ids of earlier attempts, or recorded already, are skipped
+        if not todo:
+            return
+        fatal: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=min(STORE_CONCURRENCY, len(todo))) as pool:
+            futures = {pool.submit(self._settle, entry.prediction_id or ""): entry for entry in todo}
+            for future in as_completed(futures):
+                entry = futures[future]
+                try:
+                    self._apply(entry, future.result())
+                except DestinationNotWritableError as error:
+                    fatal = fatal or error
+                    pool.shutdown(wait=False, cancel_futures=True)
+                self.checkpoint()
+                self.log_progress()
+        if fatal is not None:
+            raise fatal
 
     def store_unstored(self) -> None:
         """Store the succeeded predictions whose outputs are not stored yet (a resumed manifest's)."""
         if self.directory is None:
             return
-        for entry in self.entries:
-            if entry.succeeded and entry.stored is None and entry.prediction_id:
-                entry.status = "processing"  # recorded again from a fresh answer
-                self.record_finished({entry.prediction_id: "succeeded"})
+        unstored = [entry for entry in self.entries if entry.succeeded and entry.stored is None and entry.prediction_id]
+        for entry in unstored:
+            entry.status = "processing"  # recorded again from a fresh answer
+        self.record_finished({entry.prediction_id or "": "succeeded" for entry in unstored})
 
     def record(self, entry: ManifestEntry, prediction: Prediction) -> None:
         """``prediction``'s state into ``entry``; a succeeded one is stored first when there is a destination."""
-        if not prediction.is_terminal:
-            entry.status = prediction.status
-            self._changed()
-            return
-        if not prediction.succeeded:
-            self._end(entry, prediction.status, prediction.error or f"the prediction ended {prediction.status}")
-            return
-        if self.directory is None:
-            entry.outputs = [_preview(url) for url in prediction.output]
-            self._end(entry, "succeeded", None)
-            return
+        self._apply(entry, self._outcome(prediction))
+
+    def _settle(self, prediction_id: str) -> Settled:
+        """On a pool thread: the prediction asked for again, and stored if it succeeded. Never touches entries."""
         try:
-            stored = store_prediction(prediction, self.directory, self.hook.stream_output)
+            prediction = self.hook.get_prediction(prediction_id, deadline=self.deadline + CANCEL_TIMEOUT)
+        except PredictionNotFoundError as error:
+            return Settled("failed", f"CometAPI no longer knows the prediction: {error}")
+        except CometAPIError as error:
+            if error.transient:
+                self.log.warning("Could not ask about prediction %s (asked again later): %s", prediction_id, error)
+                return Settled(None, None)
+            return Settled("failed", str(error))
+        return self._outcome(prediction)
+
+    def _outcome(self, prediction: Prediction) -> Settled:
+        if not prediction.is_terminal:
+            return Settled(prediction.status, None, final=False)
+        if not prediction.succeeded:
+            return Settled(prediction.status, prediction.error or f"the prediction ended {prediction.status}")
+        if self.directory is None:
+            return Settled("succeeded", None, outputs=[_preview(url) for url in prediction.output])
+        try:
+            stored = store_prediction(prediction, self.directory, self.hook.stream_output, remove_partials=False)
         except DestinationNotWritableError:
             raise
         except CometAPIError as error:
-            self._end(entry, "failed", f"The prediction succeeded but storing its outputs failed: {error}")
-            return
-        entry.stored = stored.uris
-        self._end(entry, "succeeded", None)
+            return Settled("failed", f"The prediction succeeded but storing its outputs failed: {error}")
+        return Settled("succeeded", None, stored=stored.uris)
+
+    def _apply(self, entry: ManifestEntry, settled: Settled) -> None:
+        if settled.status is None:
+            return  # not known now: waited for again
+        entry.status = settled.status
+        if settled.final:
+            entry.error = settled.error
+            entry.outputs = settled.outputs
+            entry.stored = settled.stored
+        self._changed()
 
     def _end(self, entry: ManifestEntry, status: str, error: str | None) -> None:
         entry.status, entry.error = status, error
@@ -323,6 +377,8 @@ class BatchRun:
                 return "failed"  # refused: nothing was created, the input stays pending
             self._end(entry, UNCERTAIN, f"The create may have reached CometAPI, so it is not sent again: {error}")
             return "failed"
+        if self.journal is not None:
+            self.journal.append(entry.index, prediction.id)  # first: durable before anything else happens
         entry.prediction_id, entry.attempts, entry.error = prediction.id, entry.attempts + 1, None
         self._by_id[prediction.id] = entry
         self.created += 1
@@ -391,6 +447,24 @@ class BatchRun:
             manifest=self.manifest_uri,
             counts=tally,
         )
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What became of one prediction: its status (``None``: unknown for now), and for an end, the rest."""
+
+    status: str | None
+    error: str | None
+    final: bool = True
+    outputs: list[str] = field(default_factory=list)
+    stored: list[str] | None = None
+
+
+def journal_for(folder: ObjectStoragePath, name: str) -> manifest_lines.Journal | None:
+    """The journal beside a manifest on a local disk; ``None`` on an object store (no appends there)."""
+    if (folder.protocol or "") not in ("", "file", "local"):
+        return None
+    return manifest_lines.Journal(f"{folder.path.rstrip('/')}/.{name}.journal")
 
 
 def _line(tally: Mapping[str, int]) -> str:

@@ -190,7 +190,9 @@ class CreatePredictionBatchOperator(BaseOperator):
             deadline=deadline,
             log=self.log,
         )
-        if not existed:
+        if existed:
+            run.remove_stale_outputs()
+        else:
             run.remove_stale_manifest_copies()
             run.checkpoint(force=True)
             self.log.info(
@@ -222,7 +224,19 @@ class CreatePredictionBatchOperator(BaseOperator):
         return prepare_destination(f"{AIRFLOW_HOME}/cometapi/batches/{dag_id}"), name
 
     def _advance(self, context: Context, run: BatchRun, event: BatchEvent | None) -> dict[str, Any]:
-        """Steps and waits until the batch ends; defers (and returns from a later resume) if deferrable."""
+        """Steps and waits until the batch ends, or defers; the manifest is written whatever happens."""
+        try:
+            return self._steps(context, run, event)
+        except BaseException:
+            try:
+                run.checkpoint(force=True)
+            except Exception as error:  # the original error matters more
+                self.log.warning("Could not write the manifest %s: %s", run.manifest_uri, error)
+            raise
+        finally:
+            run.close()
+
+    def _steps(self, context: Context, run: BatchRun, event: BatchEvent | None) -> dict[str, Any]:
         if event is not None:
             self.log.info(event["message"])
             run.record_finished(event["finished"])
@@ -300,6 +314,8 @@ class CreatePredictionBatchOperator(BaseOperator):
         )
 
     def _finish(self, context: Context, run: BatchRun) -> dict[str, Any]:
+        run.checkpoint(force=True)
+        run.close(finished=True)
         result = run.result()
         run.log_progress(force=True)
         if self.policy.exceeded(result["failed"], result["total"]):
