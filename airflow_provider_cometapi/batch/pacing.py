@@ -27,6 +27,7 @@ MIN_RATE_FRACTION = 0.05
 SLOWDOWN_COOLDOWN = 1.0
 RECOVERY_DELAY = 10.0
 RECOVERY_PER_SECOND = 0.1
+_EPSILON = 1e-9
 
 
 def max_in_flight(value: Any) -> int:
@@ -90,7 +91,8 @@ class CreatePacer:
     def delay(self) -> float:
         """Seconds to wait before the next create may start (0: now)."""
         self._refill()
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        # A hair short of a token (float rounding) is a token: the wait would be lost in the clock.
+        return 0.0 if self._tokens >= 1.0 - _EPSILON else (1.0 - self._tokens) / self.rate
 
     def took(self) -> None:
         """A create was sent."""

@@ -29,7 +29,7 @@ def run_for(pacer: CreatePacer, clock: Clock, seconds: float, *, throttle_every:
             next_throttle += throttle_every
         delay = pacer.delay()
         if delay > 0:
-            clock.now += min(delay, 0.01) if throttle_every else delay
+            clock.now += max(1e-6, min(delay, 0.01) if throttle_every else delay)
             continue
         pacer.took()
         created += 1
