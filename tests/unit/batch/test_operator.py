@@ -222,3 +222,13 @@ def test_throttled_creates_slow_the_pace_and_are_not_repeated(tmp_path, cometapi
     assert result["succeeded"] == 6 and cometapi_conn.stats()["creates"] == 6
     assert op._run is not None and op._run.pacer.throttles >= 4
     assert op._run.pacer.rate < op._run.pacer.limit
+
+
+def test_a_gateway_that_limits_creates_slows_the_batch_without_duplicates(tmp_path, cometapi_conn):
+    cometapi_conn.set_create_limit(600, burst=3)  # the emulator's per-key limit: 429 with Retry-After
+    op = operator(tmp_path, inputs(8), deferrable=False, creates_per_minute=6000)
+    result = op.execute(context())
+    stats = cometapi_conn.stats()
+    assert result["succeeded"] == 8 and stats["creates"] == 8
+    assert stats["throttled_creates"] >= 1
+    assert op._run is not None and op._run.pacer.throttles >= 1 and op._run.pacer.rate < op._run.pacer.limit
