@@ -248,3 +248,52 @@ class UnsafeOutputPathError(CometAPIError):
 
 class DestinationNotWritableError(CometAPIError):
     """The storage destination cannot be created or written to; found before any download."""
+
+
+# --- Batches ------------------------------------------------------------------------------
+
+
+class BatchInputError(InvalidInputError):
+    """
+    One input of a batch is not a valid input, found before anything is created.
+
+    :ivar index: the input's position in the batch (0-based); :ivar line: its line number in
+        the JSON Lines file (1-based), or ``None`` for a list.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None,
+        line: int | None = None,
+        invalid_fields: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(message, invalid_fields=invalid_fields)
+        self.index = index
+        self.line = line
+
+
+class BatchManifestError(CometAPIError):
+    """A batch manifest that cannot be read back (not JSON Lines, a line missing or twice, a bad field)."""
+
+
+class BatchManifestMismatchError(BatchManifestError):
+    """A manifest written for other inputs or another model than the batch now has."""
+
+
+class BatchFailedError(CometAPIError):
+    """More inputs of a batch ended unsuccessfully than ``max_failed`` allows; the manifest lists them."""
+
+    def __init__(self, message: str, *, manifest: str, counts: Mapping[str, int]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+        self.counts = dict(counts)
+
+
+class BatchTimeoutError(BatchFailedError):
+    """The batch did not finish before its ``timeout``; its unfinished predictions were cancelled."""
+
+
+class BatchWaitError(CometAPIError):
+    """Waiting for a batch broke (polling kept failing); its predictions may still run, and a retry resumes them."""

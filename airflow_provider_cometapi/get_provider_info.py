@@ -25,6 +25,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "CometAPI",
                 "python-modules": [
+                    "airflow_provider_cometapi.operators.batch",
                     "airflow_provider_cometapi.operators.prediction",
                     "airflow_provider_cometapi.operators.storage",
                     "airflow_provider_cometapi.operators.review",
@@ -46,7 +47,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "CometAPI",
-                "python-modules": ["airflow_provider_cometapi.triggers.prediction"],
+                "python-modules": [
+                    "airflow_provider_cometapi.triggers.batch",
+                    "airflow_provider_cometapi.triggers.prediction",
+                ],
             }
         ],
         "task-decorators": [

@@ -14,12 +14,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import tenacity
 
-from airflow_provider_cometapi.exceptions import CometAPIError
+from airflow_provider_cometapi.exceptions import CometAPIError, RateLimitedError
 
 if TYPE_CHECKING:
     from airflow_provider_cometapi.api import ApiRequest
@@ -35,6 +35,8 @@ class RetryPolicy:
         a wait that would end past it is not taken.
     :param backoff_base: the first wait, doubled at each retry (with jitter) up to ``backoff_max``.
     :param max_retry_after: the longest ``Retry-After`` honoured; longer advice ends the retries.
+    :param on_throttled: called with each HTTP 429 that is about to be retried, before the wait
+        (the batch operator's pacer slows down on it). It must not raise or block.
     """
 
     max_attempts: int = 5
@@ -42,6 +44,7 @@ class RetryPolicy:
     backoff_base: float = 1.0
     backoff_max: float = 20.0
     max_retry_after: float = 60.0
+    on_throttled: Callable[[RateLimitedError], None] | None = field(default=None, compare=False, repr=False)
 
     def should_retry(self, error: BaseException, *, idempotent: bool) -> bool:
         if not isinstance(error, CometAPIError):
@@ -67,6 +70,8 @@ class RetryPolicy:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             sleep = state.next_action.sleep if state.next_action else 0.0
+            if self.on_throttled is not None and isinstance(error, RateLimitedError):
+                self.on_throttled(error)
             log.warning(
                 "%s Retrying in %.1fs (attempt %d of %d).",
                 error,

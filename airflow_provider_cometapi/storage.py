@@ -368,6 +368,14 @@ def store_sidecar(metadata: Mapping[str, Any], directory: ObjectStoragePath, pre
     return _store(directory, sidecar_name(prediction_id), [body])
 
 
+def store_file(directory: ObjectStoragePath, name: str, chunks: Iterable[bytes]) -> ObjectStoragePath:
+    """
+    Write ``chunks`` as ``name`` directly in ``directory``, atomically: the one write of outputs,
+    sidecars and batch manifests. A reader sees the old file or the whole new one, never a part.
+    """
+    return _store(directory, name, chunks)
+
+
 def _store(directory: ObjectStoragePath, name: str, chunks: Iterable[bytes]) -> ObjectStoragePath:
     target = contained_path(directory, name)
     temporary = contained_path(directory, partial_name(name))
@@ -484,6 +492,7 @@ def store_prediction(
     *,
     write_sidecar: bool = True,
     on_stored: Callable[[int, int, ObjectStoragePath], None] | None = None,
+    remove_partials: bool = True,
 ) -> StoredPrediction:
     """
     Store every output of a succeeded ``prediction`` and its sidecar in ``directory``.
@@ -494,11 +503,13 @@ def store_prediction(
     prediction are removed first.
 
     :param on_stored: called with (index, count, path) after each output, e.g. to log progress.
+    :param remove_partials: look for leftovers first (one listing of ``directory``); a batch
+        passes False and removes those of all its predictions in one listing instead.
     :raises PredictionNotStorableError: the prediction has not succeeded, or has no outputs.
     :raises OutputExpiredError: its files are gone.
     """
     check_storable(prediction)
-    for name in remove_stale_partials(directory, [prediction.id]):
+    for name in remove_stale_partials(directory, [prediction.id]) if remove_partials else ():
         log.info("Removed %s, left by an interrupted earlier run", name)
     outputs: list[str] = []
     for index, url in enumerate(prediction.output):

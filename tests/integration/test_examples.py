@@ -14,6 +14,7 @@ EXAMPLE_DAG_IDS = {
     "cometapi_daily_images",
     "cometapi_daily_index",
     "cometapi_edit_chain",
+    "cometapi_nightly_batch",
     "cometapi_review_and_publish",
     "cometapi_sensor_pattern",
 }

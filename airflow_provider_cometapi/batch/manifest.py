@@ -1,0 +1,368 @@
+"""
+The batch manifest: one JSON line per input, the record a retry, a killed worker or a cleared
+task reads back so that no input ever gets a second prediction while it has one.
+
+Each line (``ManifestEntry.to_json``)::
+
+    {"v": 1, "index": 0, "line": 1, "input": {"prompt": "a fox"}, "fingerprint": "<sha256>",
+     "prediction_id": "abc", "status": "succeeded", "error": null, "outputs": ["https://..."],
+     "stored": ["file:///data/abc_0.webp", "file:///data/abc.json"], "attempts": 1,
+     "previous_ids": [], "cancelled": false}
+
+The file is rewritten whole and atomically (``storage.store_file``, the write of outputs), so a
+reader sees one checkpoint or the next, never a mix. Reading is strict: a line that is not one
+of ours fails with its line number instead of being skipped, since a skipped line would be an
+input created twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from airflow_provider_cometapi.exceptions import (
+    BatchManifestError,
+    BatchManifestMismatchError,
+    InvalidPredictionIdError,
+)
+from airflow_provider_cometapi.models import TERMINAL_STATUSES, UNSUCCESSFUL_STATUSES, check_prediction_id
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+MANIFEST_VERSION = 1
+PENDING = "pending"
+"""No prediction yet: the next step creates one."""
+UNCERTAIN = "uncertain"
+"""A create was sent but no answer came back (a timeout, a reset): a prediction may exist, so the
+input is never sent again; it counts as failed."""
+FINAL_STATUSES: frozenset[str] = TERMINAL_STATUSES | {UNCERTAIN}
+# A manifest line is small (the input with data: URIs shortened); a far longer one is not ours.
+MAX_LINE_BYTES = 1024 * 1024
+_CHUNK_BYTES = 256 * 1024
+_DATA_URI_PREVIEW = 48
+
+
+@dataclass
+class ManifestEntry:
+    """One input of the batch and what became of it."""
+
+    index: int
+    input: dict[str, Any]
+    fingerprint: str
+    line: int | None = None
+    prediction_id: str | None = None
+    status: str = PENDING
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    stored: list[str] | None = None
+    attempts: int = 0
+    previous_ids: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        """Ended: succeeded, failed, canceled, aborted or uncertain."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_running(self) -> bool:
+        """Has a prediction that has not ended (``starting``, ``processing``, or an unknown status)."""
+        return self.prediction_id is not None and not self.is_final
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def unsuccessful(self) -> bool:
+        return self.status in UNSUCCESSFUL_STATUSES or self.status == UNCERTAIN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": MANIFEST_VERSION,
+            "index": self.index,
+            "line": self.line,
+            "input": self.input,
+            "fingerprint": self.fingerprint,
+            "prediction_id": self.prediction_id,
+            "status": self.status,
+            "error": self.error,
+            "outputs": self.outputs,
+            "stored": self.stored,
+            "attempts": self.attempts,
+            "previous_ids": self.previous_ids,
+            "cancelled": self.cancelled,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str) -> ManifestEntry:
+        """One line read back, every field checked; ``where`` names the line in messages."""
+        if not isinstance(data, Mapping):
+            raise _corrupt(where, "it is not a JSON object")
+        if data.get("v") != MANIFEST_VERSION:
+            raise _corrupt(
+                where, f"its version {data.get('v')!r} is not {MANIFEST_VERSION} (a newer release wrote it?)"
+            )
+        index, line, attempts = data.get("index"), data.get("line"), data.get("attempts", 0)
+        if not _is_count(index) or not (line is None or _is_count(line)) or not _is_count(attempts):
+            raise _corrupt(where, "its index, line or attempts is not a whole number >= 0")
+        model_input, fingerprint, status = data.get("input"), data.get("fingerprint"), data.get("status")
+        if (
+            not isinstance(model_input, Mapping)
+            or not isinstance(fingerprint, str)
+            or not _FINGERPRINT.fullmatch(fingerprint)
+        ):
+            raise _corrupt(where, "its input or fingerprint is missing or malformed")
+        if not isinstance(status, str) or not _STATUS.fullmatch(status):
+            raise _corrupt(where, f"its status {str(status)[:40]!r} is not a status")
+        error, cancelled = data.get("error"), data.get("cancelled", False)
+        if not (error is None or isinstance(error, str)) or not isinstance(cancelled, bool):
+            raise _corrupt(where, "its error or cancelled field has the wrong type")
+        outputs, stored, previous = data.get("outputs", []), data.get("stored"), data.get("previous_ids", [])
+        if not _strings(outputs) or not (stored is None or _strings(stored)) or not _strings(previous):
+            raise _corrupt(where, "its outputs, stored or previous_ids is not a list of strings")
+        try:
+            prediction_id = data.get("prediction_id")
+            checked_id = None if prediction_id is None else check_prediction_id(prediction_id)
+            checked_previous = [check_prediction_id(earlier) for earlier in previous]
+        except InvalidPredictionIdError as error_:
+            raise _corrupt(where, f"it names a prediction id that cannot be one ({error_})") from None
+        if status not in (PENDING, UNCERTAIN) and status != "failed" and checked_id is None:
+            raise _corrupt(where, f"its status is {status} but it names no prediction")
+        return cls(
+            index=index,
+            input=dict(model_input),
+            fingerprint=fingerprint,
+            line=line,
+            prediction_id=checked_id,
+            status=status,
+            error=error,
+            outputs=list(outputs),
+            stored=None if stored is None else list(stored),
+            attempts=attempts,
+            previous_ids=checked_previous,
+            cancelled=cancelled,
+        )
+
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_STATUS = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _corrupt(where: str, why: str) -> BatchManifestError:
+    return BatchManifestError(
+        f"Cannot read the batch manifest: {where} {why}. The manifest is the record of which inputs already "
+        "have a prediction, so the batch stops rather than risk paying twice. Restore the file, or delete it "
+        "(or give the operator another `manifest`) to start the batch over."
+    )
+
+
+def shown_input(model_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The input as the manifest records it: ``data:`` URIs (whole images) shortened to a preview."""
+    return {key: _preview(value) for key, value in model_input.items()}
+
+
+def _preview(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:") and len(value) > _DATA_URI_PREVIEW:
+        return f"{value[:_DATA_URI_PREVIEW]}...({len(value)} chars)"
+    return value
+
+
+# --- Reading and writing --------------------------------------------------------------------
+
+
+def parse_manifest(lines: Iterable[str | bytes], *, uri: str) -> list[ManifestEntry]:
+    """
+    The entries of a manifest, in index order, every line checked.
+
+    Blank lines are ignored. The indices must be exactly 0..n-1, each once.
+
+    :raises BatchManifestError: a line that is not JSON (a truncated file), not one of ours, or
+        an index missing or listed twice.
+    """
+    by_index: dict[int, ManifestEntry] = {}
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        if not text.strip():
+            continue
+        where = f"line {number} of {uri}"
+        if len(text) > MAX_LINE_BYTES:
+            raise _corrupt(where, f"is longer than {MAX_LINE_BYTES // 1024} KiB")
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise _corrupt(where, f"is not JSON ({error}; a truncated or edited file?)") from None
+        entry = ManifestEntry.from_json(data, where=where)
+        if entry.index in by_index:
+            raise _corrupt(where, f"lists input {entry.index} a second time")
+        by_index[entry.index] = entry
+    missing = [index for index in range(len(by_index)) if index not in by_index]
+    if missing:
+        raise _corrupt(
+            uri, f"lacks input {missing[0]} (it lists {len(by_index)} inputs, numbered up to {max(by_index)})"
+        )
+    return [by_index[index] for index in range(len(by_index))]
+
+
+def render_manifest(entries: Sequence[ManifestEntry]) -> Iterator[bytes]:
+    """The manifest's bytes, in chunks of about 256 KiB (never the whole file in memory twice)."""
+    chunk: list[str] = []
+    size = 0
+    for entry in entries:
+        line = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        chunk.append(line)
+        size += len(line)
+        if size >= _CHUNK_BYTES:
+            yield "".join(chunk).encode()
+            chunk, size = [], 0
+    if chunk:
+        yield "".join(chunk).encode()
+
+
+def read_manifest(path: ObjectStoragePath) -> list[ManifestEntry] | None:
+    """The manifest at ``path``, or ``None`` when there is none yet."""
+    try:
+        if not path.exists():
+            return None
+        with path.open("rb") as handle:
+            return parse_manifest(handle, uri=str(path))
+    except OSError as error:
+        raise BatchManifestError(
+            f"Cannot read the batch manifest {path}: {error}. Check the storage connection's read access; "
+            "the batch creates nothing until it can read which inputs already have a prediction."
+        ) from error
+
+
+def check_matches(entries: Sequence[ManifestEntry], fingerprints: Sequence[str], *, uri: str) -> None:
+    """
+    Refuse a manifest written for other inputs (or another model) than the batch now has.
+
+    :raises BatchManifestMismatchError: another number of inputs, or an input that changed.
+    """
+    if len(entries) != len(fingerprints):
+        raise _mismatch(uri, f"lists {len(entries):,} inputs, the batch now has {len(fingerprints):,}")
+    for entry, fingerprint in zip(entries, fingerprints, strict=True):
+        if entry.fingerprint != fingerprint:
+            raise _mismatch(uri, f"input {entry.index} (or the model) differs from the one it records")
+
+
+def _mismatch(uri: str, why: str) -> BatchManifestMismatchError:
+    return BatchManifestMismatchError(
+        f"The batch manifest {uri} was written for other inputs: it {why}. Nothing was created. To run "
+        "these inputs, delete that manifest or give the operator another `manifest` (or `destination`)."
+    )
+
+
+def counts(entries: Iterable[ManifestEntry]) -> dict[str, int]:
+    """
+    ``total``, ``succeeded``, ``failed`` (every unsuccessful end: failed, canceled, aborted,
+    uncertain), ``canceled`` (of those), ``running``, ``pending`` and ``predictions`` (created,
+    retries included).
+    """
+    tally = dict.fromkeys(("total", "succeeded", "failed", "canceled", "running", "pending", "predictions"), 0)
+    for entry in entries:
+        tally["total"] += 1
+        tally["predictions"] += len(entry.previous_ids) + (entry.prediction_id is not None)
+        if entry.succeeded:
+            tally["succeeded"] += 1
+        elif entry.unsuccessful:
+            tally["failed"] += 1
+            tally["canceled"] += entry.status == "canceled"
+        elif entry.is_running:
+            tally["running"] += 1
+        else:
+            tally["pending"] += 1
+    return tally
+
+
+# --- The journal ----------------------------------------------------------------------------
+
+
+class Journal:
+    """
+    Prediction ids appended one line each as soon as a create answers, beside a local manifest.
+
+    A manifest is rewritten whole, so at most about once a second; the journal closes the gap in
+    between where the manifest is on a local disk: each id is one ``write`` to a file opened for
+    appending, which a killed process does not lose (the kernel has it). A later try replays it
+    into the manifest, and each checkpoint that wrote the manifest empties it. A last line cut
+    short (the process was killed inside that one write) is ignored; any other bad line fails.
+    Object stores have no append: there the checkpoint interval is the window (docs/batch.md).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    def append(self, index: int, prediction_id: str) -> None:
+        import os
+
+        if self._handle is None:
+            self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._handle, f'{{"index":{index},"prediction_id":"{prediction_id}"}}\n'.encode())
+
+    def read(self) -> dict[int, str]:
+        """Index to prediction id, in the order written (a later id for an index wins)."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise BatchManifestError(f"Cannot read the batch journal {self.path}: {error}.") from error
+        lines = data.split(b"\n")
+        complete, last = lines[:-1], lines[-1]  # ``last`` is empty unless the final write was cut
+        ids: dict[int, str] = {}
+        for number, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                index, prediction_id = record["index"], check_prediction_id(record["prediction_id"])
+                if not _is_count(index):
+                    raise ValueError("index")
+            except (ValueError, KeyError, TypeError, InvalidPredictionIdError):
+                raise _corrupt(f"line {number} of the journal {self.path}", "is not one of ours") from None
+            ids[index] = prediction_id
+        del last
+        return ids
+
+    def clear(self) -> None:
+        """Empty it (the manifest now has every id); kept open for the next appends."""
+        import os
+
+        if self._handle is not None:
+            os.ftruncate(self._handle, 0)
+        elif os.path.exists(self.path):
+            os.truncate(self.path, 0)
+
+    def close(self) -> None:
+        import os
+
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            os.close(handle)
+
+
+def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, str]) -> int:
+    """Give pending entries the ids the journal has for them; how many were given."""
+    given = 0
+    for index, prediction_id in journaled.items():
+        if 0 <= index < len(entries):
+            entry = entries[index]
+            if entry.prediction_id is None and entry.status == PENDING and prediction_id not in entry.previous_ids:
+                entry.prediction_id, entry.status, entry.attempts = prediction_id, "starting", entry.attempts + 1
+                given += 1
+    return given
