@@ -79,6 +79,10 @@ def read_sidecar(stored: StoredFile) -> PredictionInfo | None:
     return prediction_info(data, stored.task)
 
 
+# A recorded text file (a batch manifest: about 300 bytes a line) is read up to this size.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+
 def open_text(uri: str) -> str:
     """For readers of recorded text files (a batch manifest): the file's text."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -87,6 +91,8 @@ def open_text(uri: str) -> str:
 
     if not is_store_uri(uri):
         raise StoredFileError("not a stored file's URI")
-    with ObjectStoragePath(uri if "://" in uri else f"file://{uri}").open("r") as handle:
-        text: str = handle.read()
-    return text
+    with ObjectStoragePath(uri if "://" in uri else f"file://{uri}").open("rb") as handle:
+        data: bytes = handle.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise StoredFileError(f"more than {MAX_TEXT_BYTES // (1024 * 1024)} MiB")
+    return data.decode("utf-8", "replace")

@@ -11,14 +11,17 @@ card per image. Two readers exist:
 * ``read_stored_files``: the URIs of stored outputs and sidecars anywhere in the value, as the
   storage operator returns them and puts them in its asset events' ``extra``.
 
-A reader that needs to open a file (the batch operator's manifest) is given ``open_text``; add
-it to ``READERS``. Only URIs that a reader found in the run's own records ever become something
+* ``read_batch_manifest``: the lines of the manifest a batch's result names (opened with
+  ``open_text``, the one reader that opens a file).
+
+ Only URIs that a reader found in the run's own records ever become something
 the gallery opens (``StoredFile``), and only those whose scheme is a store (``is_store_uri``)
 and whose file name is an output's or a sidecar's: a request can never name a file itself.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -203,7 +206,53 @@ def read_stored_files(value: Any, task: TaskRef, open_text: Callable[[str], str]
             yield stored
 
 
-READERS: tuple[Reader, ...] = (read_predictions, read_stored_files)
+# A batch's manifest holds a line per input; more lines than this are not shown.
+MAX_MANIFEST_LINES = 100_000
+_BATCH_RESULT_KEYS = frozenset({"manifest", "total", "succeeded", "failed"})
+
+
+def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], str]) -> Iterator[Record]:
+    """
+    The predictions and stored files of a batch, from the manifest its result names.
+
+    ``CreatePredictionBatchOperator`` returns counts and the manifest's URI, never per-input
+    data; each manifest line has the input, the prediction's id, status, error, output URLs
+    and stored URIs. A manifest that cannot be read, or a line that is not one of the
+    manifest's, shows nothing rather than failing the page.
+    """
+    if not isinstance(value, Mapping) or not value.keys() >= _BATCH_RESULT_KEYS:
+        return
+    manifest = value.get("manifest")
+    if not isinstance(manifest, str) or not is_store_uri(manifest):
+        return
+    try:
+        text = open_text(manifest)
+    except Exception:  # gone, unreadable, or too large: the rest of the run still shows
+        return
+    for line in text.splitlines()[:MAX_MANIFEST_LINES]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("prediction_id"), str):
+            continue
+        prediction = {
+            "id": entry["prediction_id"],
+            "status": entry.get("status"),
+            "input": entry.get("input"),
+            "output": entry.get("outputs"),
+            "error": entry.get("error"),
+            "cost": entry.get("cost"),
+        }
+        if (info := prediction_info(prediction, task)) is not None:
+            yield info
+        stored = entry.get("stored")
+        for uri in stored if isinstance(stored, list) else []:
+            if (file := stored_file(uri, task)) is not None:
+                yield file
+
+
+READERS: tuple[Reader, ...] = (read_predictions, read_stored_files, read_batch_manifest)
 
 
 def read_all(

@@ -159,3 +159,33 @@ def test_a_page_of_500_images_is_built_fast():
 def test_prediction_info_refuses_ids_that_are_not_ids():
     assert cards_of((GENERATE, {**PREDICTION, "id": "../../etc"})) == []
     assert isinstance(read_all([(GENERATE, "p1")], no_text)[0], PredictionInfo)
+
+
+def test_a_batch_shows_every_prediction_and_stored_file_of_its_manifest(tmp_path):
+    import json
+
+    from airflow_provider_cometapi.plugins.files import open_text
+
+    lines = [
+        {"index": 0, "input": {"prompt": "a fox"}, "prediction_id": "b1", "status": "succeeded",
+         "outputs": ["https://cdn.example/b1/0.webp"], "stored": [(tmp_path / "b1_0.webp").as_uri()]},
+        {"index": 1, "input": {"prompt": "a owl"}, "prediction_id": "b2", "status": "failed", "error": "NSFW"},
+        {"index": 2, "input": {"prompt": "later"}, "prediction_id": None, "status": "pending"},
+        {"index": 3, "prediction_id": "../evil", "status": "succeeded", "stored": ["file:///etc/passwd"]},
+    ]  # fmt: skip
+    manifest = tmp_path / "nightly.manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+    result = {"manifest": manifest.as_uri(), "total": 4, "succeeded": 1, "failed": 1}
+    cards = assemble(read_all([(TaskRef("batch"), result)], open_text))
+    assert [(c.key, c.stored, c.status) for c in cards] == [("b1_0", True, "succeeded"), ("b2", False, "failed")]
+    assert cards[0].info is not None and cards[0].info.input["prompt"] == "a fox"
+    assert cards[1].info is not None and cards[1].info.error == "NSFW"
+
+
+def test_a_batch_whose_manifest_is_gone_shows_nothing_and_breaks_nothing(tmp_path):
+    from airflow_provider_cometapi.plugins.files import open_text
+
+    result = {"manifest": (tmp_path / "gone.jsonl").as_uri(), "total": 1, "succeeded": 1, "failed": 0}
+    assert read_all([(TaskRef("batch"), result)], open_text) == []
+    # A manifest URI that is not a store's is never opened.
+    assert read_all([(TaskRef("batch"), {**result, "manifest": "https://x/m.jsonl"})], no_text) == []
