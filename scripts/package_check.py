@@ -120,7 +120,7 @@ def inspect(sdist: Path, wheel: Path, version: str) -> None:
     for field in (
         f"Name: {PROJECT}",
         f"Version: {version}",
-        "Requires-Python: >=3.10",
+        "Requires-Python: >=3.11",
         "License-Expression: Apache-2.0",
         "License-File: LICENSE",
         "Description-Content-Type: text/markdown",
