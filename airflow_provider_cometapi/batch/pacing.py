@@ -110,6 +110,17 @@ class CreatePacer:
             self._last_slowdown = now
         self._last_throttle = now
 
+    def resume_at(self, rate: float) -> None:
+        """
+        Start at the pace an earlier wave slowed to (carried over a deferral), and recover from it.
+
+        The 429 that slowed it came before the wait: recovery starts ``RECOVERY_DELAY`` from
+        now, as after a throttle, instead of never.
+        """
+        if 0 < rate < self.limit:
+            self.rate = rate
+            self._last_throttle = self.clock()
+
     def per_minute(self) -> float:
         """The current rate, in creates per minute (for the log)."""
         return self.rate * 60.0

@@ -170,8 +170,8 @@ class CreatePredictionBatchOperator(BaseOperator):
         folder, name = self._manifest_place(context, directory)
         entries, existed = BatchRun.load_entries(folder / name, model, inputs, self.log)
         pacer = CreatePacer(self.creates_per_minute)
-        if rate is not None and 0 < rate <= pacer.limit:
-            pacer.rate = rate  # the pace a throttled wave slowed to carries over the wait
+        if rate is not None:
+            pacer.resume_at(rate)  # the pace a throttled wave slowed to carries over the wait
         probe = CometAPIHook(self.cometapi_conn_id)
         probe.settings  # noqa: B018  (read the connection: its max_retries shapes the policy)
         policy = replace(probe.retry_policy, on_throttled=pacer.throttled)

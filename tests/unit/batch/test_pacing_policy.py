@@ -71,6 +71,19 @@ def test_throttling_halves_the_rate_at_most_once_a_second_then_recovers():
     assert pacer.per_minute() == pytest.approx(600)
 
 
+def test_a_pace_carried_over_a_deferral_recovers_too():
+    clock = Clock()
+    pacer = CreatePacer(600, clock=clock)
+    pacer.resume_at(150 / 60)  # the rate an earlier wave slowed to, read back after the wait
+    assert pacer.per_minute() == pytest.approx(150)
+    clock.now += pacing.RECOVERY_DELAY + 1 / pacing.RECOVERY_PER_SECOND + 1
+    pacer.delay()
+    assert pacer.per_minute() == pytest.approx(600)
+    fresh = CreatePacer(600, clock=clock)
+    fresh.resume_at(900 / 60)  # never above the limit, and nothing to recover from
+    assert fresh.per_minute() == pytest.approx(600)
+
+
 def test_under_throttling_fewer_creates_go_out():
     clock = Clock()
     calm = run_for(CreatePacer(600, clock=clock), clock, 30)
