@@ -22,8 +22,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Asset, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.review import ReviewOutputsOperator, publish_outputs
