@@ -95,7 +95,7 @@ def output_refs(uris: Iterable[str], *, limit: int = MAX_FILE_DATASETS) -> list[
         return [OutputRef(namespace, name) for namespace, name in files]
     folders: dict[tuple[str, str], int] = {}
     for namespace, name in files:
-        folder = (namespace, posixpath.dirname(name.rstrip("/")) or ("/" if name.startswith("/") else ""))
+        folder = (namespace, posixpath.dirname(name.rstrip("/")) or "/")  # "/": a bucket's or disk's root
         folders[folder] = folders.get(folder, 0) + 1
     return [OutputRef(namespace, name, count) for (namespace, name), count in list(folders.items())[:limit]]
 

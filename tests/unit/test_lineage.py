@@ -93,6 +93,11 @@ def test_past_the_bound_the_folders_stand_for_their_files():
     ]
 
 
+def test_files_at_a_bucket_root_group_under_its_root():
+    uris = [f"s3://bucket/{i}.webp" for i in range(MAX_FILE_DATASETS + 1)]
+    assert output_refs(uris) == [OutputRef("s3://bucket", "/", MAX_FILE_DATASETS + 1)]
+
+
 def test_the_folders_are_bounded_too():
     uris = [f"s3://bucket/f{i}/x.webp" for i in range(3 * MAX_FILE_DATASETS)]
     refs = output_refs(uris)
@@ -331,3 +336,10 @@ def test_the_provider_imports_without_openlineage_and_imports_none_of_it(openlin
         [sys.executable, "-c", WITHOUT_OPENLINEAGE, openlineage_installed], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_the_decorator_reports_as_the_create_operator_does():
+    from airflow_provider_cometapi.decorators.prediction import _CometAPIDecoratedOperator
+
+    method = _CometAPIDecoratedOperator.get_openlineage_facets_on_complete
+    assert method is CreatePredictionOperator.get_openlineage_facets_on_complete
