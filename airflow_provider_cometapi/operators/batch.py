@@ -39,6 +39,7 @@ from airflow_provider_cometapi.triggers.prediction import DEFER_TIMEOUT_MARGIN
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_cometapi.batch.watch import Progress
 
@@ -159,6 +160,23 @@ class CreatePredictionBatchOperator(BaseOperator):
             run.checkpoint(force=True)
         except Exception as error:  # best effort: the task is being killed
             self.log.warning("Could not cancel every prediction or record it: %s", error)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        For the OpenLineage provider: the stored files and the manifest as output datasets (past 100
+        files, their folder with its file count), and the ``cometapi_predictions`` run facet (model,
+        at most 100 prediction ids with the count of all, images, cost). Also on failure: the files
+        a failed batch stored exist.
+        """
+        run = self._run
+        if run is None:
+            return None
+        from airflow_provider_cometapi.lineage import batch_summary, operator_lineage
+
+        stored = [uri for entry in run.entries for uri in entry.stored or ()]
+        return operator_lineage(
+            summary=batch_summary(run.model, run.entries, run.result()), stored=stored, also=[run.manifest_uri]
+        )
 
     # --- The batch ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from airflow_provider_cometapi.triggers.prediction import defer_wait
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
 class CreatePredictionOperator(BaseOperator):
@@ -102,6 +103,8 @@ class CreatePredictionOperator(BaseOperator):
         self.durable = durable
         self.prediction_id: str | None = None
         self._cancelled = False
+        # The prediction the task returns, for OpenLineage (get_openlineage_facets_on_complete).
+        self._lineage: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> CometAPIHook:
@@ -134,6 +137,19 @@ class CreatePredictionOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after deferral; everything is read from the trigger's event."""
         return self._complete(context, event)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        For the OpenLineage provider: the ``cometapi_predictions`` run facet (model, prediction id,
+        images, cost). A task that did not wait reports the id alone; one that made none, nothing.
+        """
+        from airflow_provider_cometapi.lineage import operator_lineage, prediction_summary
+
+        if self._lineage is not None:
+            return operator_lineage(summary=prediction_summary(self._lineage, model=str(self.model)))
+        if self.prediction_id is not None:
+            return operator_lineage(summary=prediction_summary({"id": self.prediction_id}, model=str(self.model)))
+        return None
 
     def _task_state_store(self, context: Context) -> TaskStateStore | None:
         """Airflow 3.3+ gives every task instance one; older versions have none (no resumption)."""
@@ -186,6 +202,7 @@ class CreatePredictionOperator(BaseOperator):
             raise
         self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
         self._forget(context)
+        self._lineage = prediction
         return prediction
 
     def _cancel(self, prediction_id: str | None) -> bool:

@@ -17,6 +17,9 @@ from airflow_provider_cometapi.storage import check_destination, is_templated, p
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, XComArg
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    from airflow_provider_cometapi.storage import StoredPrediction
 
 # Beside the return value (the stored files alone) and the key `prediction_id`: the metadata.
 SIDECAR_XCOM_KEY = "sidecar"
@@ -82,6 +85,8 @@ class SavePredictionOutputsOperator(BaseOperator):
         self.destination = destination
         self.cometapi_conn_id = cometapi_conn_id
         self.write_sidecar = write_sidecar
+        # What execute stored, for OpenLineage (get_openlineage_facets_on_complete).
+        self._lineage: tuple[Prediction, StoredPrediction] | None = None
 
     @cached_property
     def hook(self) -> CometAPIHook:
@@ -96,10 +101,24 @@ class SavePredictionOutputsOperator(BaseOperator):
         stored = store_prediction(
             prediction, directory, self.hook.stream_output, write_sidecar=self.write_sidecar, on_stored=self._logged
         )
+        self._lineage = (prediction, stored)
         self._annotate_outlets(context, prediction, stored.outputs, stored.sidecar)
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=stored.prediction_id)
         context["ti"].xcom_push(key=SIDECAR_XCOM_KEY, value=stored.sidecar)
         return stored.outputs
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        For the OpenLineage provider: the stored files (outputs and sidecar) as output datasets, and
+        the ``cometapi_predictions`` run facet (model, id, images). Nothing before the files are stored.
+        """
+        if self._lineage is None:
+            return None
+        from airflow_provider_cometapi.lineage import operator_lineage, prediction_summary
+
+        prediction, stored = self._lineage
+        summary = prediction_summary(prediction.to_dict(), model=prediction.model)
+        return operator_lineage(summary=summary, stored=stored.uris)
 
     def _logged(self, index: int, count: int, path: ObjectStoragePath) -> None:
         self.log.info("Stored output %d of %d at %s", index + 1, count, path)
