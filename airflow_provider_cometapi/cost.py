@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
-from numbers import Real
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from airflow_provider_cometapi.exceptions import (
     BudgetExceededError,
@@ -45,6 +44,11 @@ _CURRENCY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}", re.ASCII)
 _PRICES_EXAMPLE = '{"black-forest-labs/flux-schnell": 0.003, "black-forest-labs/flux-1.1-pro": 0.04}'
 # Renaming this loses what earlier tries recorded under the old key.
 SPENT_KEY = "cometapi_spent"
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """A finite JSON number: an int or float, not a bool, not NaN or infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _where(conn_id: str) -> str:
@@ -113,7 +117,8 @@ def _checked_prices(value: Any, conn_id: str) -> tuple[tuple[str, Decimal], ...]
             ) from None
         except _DuplicateKey as duplicate:
             raise InvalidPricesError(
-                f"The extra field 'prices' of {_where(conn_id)} names {duplicate.key!r} twice. Keep one price per model."
+                f"The extra field 'prices' of {_where(conn_id)} names {duplicate.key!r} twice. "
+                "Keep one price per model."
             ) from None
     if not isinstance(value, Mapping):
         raise InvalidPricesError(
@@ -132,7 +137,7 @@ def _checked_prices(value: Any, conn_id: str) -> tuple[tuple[str, Decimal], ...]
                 "id 'owner/name' (without ':version': a price is per model). "
                 f"For example {_PRICES_EXAMPLE}."
             )
-        if not isinstance(price, Real) or isinstance(price, bool) or not math.isfinite(price) or price < 0:
+        if not _is_number(price) or price < 0:
             raise InvalidPricesError(
                 f"The price of {model!r} in the extra field 'prices' of {_where(conn_id)} must be a finite number "
                 f">= 0 (the price of one output image), got {json.dumps(price, default=repr)[:80]}. "
@@ -185,9 +190,8 @@ def image_count(prediction: PredictionLike) -> int:
     metrics = raw.get("metrics")
     if isinstance(metrics, Mapping):
         count = metrics.get("image_count")
-        if isinstance(count, Real) and not isinstance(count, bool) and math.isfinite(count) and count >= 0:
-            if float(count).is_integer():
-                return int(count)
+        if _is_number(count) and count >= 0 and float(count).is_integer():
+            return int(count)
     if isinstance(prediction, Prediction):
         return len(prediction.output)
     return len(normalise_output(raw.get("output")))
@@ -238,7 +242,7 @@ def planned_images(model_input: Mapping[str, Any]) -> int:
     if isinstance(value, str):
         value = value.strip()
         value = int(value) if value.isdigit() else None
-    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 1:
+    if _is_number(value) and value >= 1:
         return math.ceil(value)
     return 1
 
@@ -259,7 +263,7 @@ def summary(prediction: PredictionLike, prices: Prices, *, model: str | None = N
     parts = [f"{images} image{'' if images == 1 else 's'}"]
     metrics = prediction.raw.get("metrics") if isinstance(prediction, Prediction) else prediction.get("metrics")
     predict_time = metrics.get("predict_time") if isinstance(metrics, Mapping) else None
-    if isinstance(predict_time, Real) and not isinstance(predict_time, bool) and math.isfinite(predict_time):
+    if _is_number(predict_time):
         parts.append(f"{float(predict_time):.1f} s predict time")
     cost = cost_of(prediction, prices, model=model)
     if cost is None:
@@ -348,7 +352,7 @@ def _max_images(value: Any) -> int | None:
 def _max_cost(value: Any) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+    if _is_number(value) and value >= 0:
         return Decimal(repr(float(value)))
     raise InvalidParameterError(
         f"max_cost must be a finite number >= 0 (the most the task may spend, in the connection's currency), "
@@ -522,6 +526,5 @@ def pending_key(try_number: int) -> str:
 
 def _spend_of(record: Mapping[str, Any]) -> Spend:
     images, cost = record.get("images"), record.get("cost")
-    valid_images = isinstance(images, int) and not isinstance(images, bool) and images >= 0
-    valid_cost = isinstance(cost, Real) and not isinstance(cost, bool) and math.isfinite(cost)
-    return Spend.of(images if valid_images else 0, cost if valid_cost else None)
+    count = images if isinstance(images, int) and not isinstance(images, bool) and images >= 0 else 0
+    return Spend.of(count, cost if _is_number(cost) else None)

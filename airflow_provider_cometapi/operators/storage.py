@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
+from airflow_provider_cometapi.cost import cost_of
 from airflow_provider_cometapi.exceptions import InvalidPredictionIdError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY
@@ -37,7 +38,7 @@ class SavePredictionOutputsOperator(BaseOperator):
     downstream task can map over them (``describe.expand(image=store.output)``). The metadata
     has XComs of its own: ``sidecar`` (the sidecar's URI, ``None`` with ``write_sidecar=False``)
     and ``prediction_id``, e.g. ``store.output["sidecar"]``. With ``outlets``, each asset event carries
-    ``{"prediction_id", "model", "prompt", "uris", "sidecar"}`` in its ``extra``, for
+    ``{"prediction_id", "model", "prompt", "uris", "sidecar", "cost", "currency"}`` in its ``extra``, for
     asset-scheduled DAGs downstream.
 
     Fails with ``InvalidDestinationError`` for a destination that cannot work (empty, relative,
@@ -94,7 +95,12 @@ class SavePredictionOutputsOperator(BaseOperator):
         # Fetched now, not taken from XCom: the query returns fresh output URLs.
         prediction = self.hook.get_prediction(prediction_id)
         stored = store_prediction(
-            prediction, directory, self.hook.stream_output, write_sidecar=self.write_sidecar, on_stored=self._logged
+            prediction,
+            directory,
+            self.hook.stream_output,
+            write_sidecar=self.write_sidecar,
+            on_stored=self._logged,
+            prices=self.hook.settings.prices,
         )
         self._annotate_outlets(context, prediction, stored.outputs, stored.sidecar)
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=stored.prediction_id)
@@ -114,6 +120,8 @@ class SavePredictionOutputsOperator(BaseOperator):
             "prompt": model_input.get("prompt") if isinstance(model_input, dict) else None,
             "uris": uris,
             "sidecar": sidecar,
+            "cost": cost_of(prediction, self.hook.settings.prices),
+            "currency": self.hook.settings.prices.currency,
         }
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
