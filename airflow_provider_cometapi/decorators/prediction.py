@@ -53,6 +53,7 @@ _PARSE_CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "prefer_wait": parameters.prefer_wait,
     "max_images": lambda value: Budget.of(max_images=value),
     "max_cost": lambda value: Budget.of(max_cost=value),
+    "cancel_after": parameters.cancel_after,
 }
 _SHOWN_INPUT_CHARS = 1000
 
@@ -158,6 +159,7 @@ def cometapi_task(
     durable: bool = ...,
     max_images: int | None = ...,
     max_cost: float | None = ...,
+    cancel_after: float | timedelta | None = ...,
     **kwargs: Any,
 ) -> Callable[[Callable[P, ModelInput]], Task[P, ModelInput]]: ...
 
@@ -177,6 +179,7 @@ def cometapi_task(
     durable: bool = ...,
     max_images: int | None = ...,
     max_cost: float | None = ...,
+    cancel_after: float | timedelta | None = ...,
     **kwargs: Any,
 ) -> Task[P, ModelInput]: ...
 
@@ -214,6 +217,8 @@ def cometapi_task(python_callable: Callable[..., Any] | None = None, *, model: s
         could make more fails with ``BudgetExceededError`` before it is sent.
     :param max_cost: the most the task may spend, in the connection's currency; the model needs a
         price in the connection (``MissingPriceError`` otherwise, before any request).
+    :param cancel_after: off by default; seconds sent as the ``Cancel-After`` header (see
+        ``CreatePredictionOperator``).
     :param kwargs: any other ``BaseOperator`` argument (``task_id``, ``retries``, ``pool``...).
         ``multiple_outputs`` is not one: the task's return value is one prediction dict.
     """

@@ -105,6 +105,10 @@ class CreatePredictionOperator(BaseOperator):
         the task with ``MissingPriceError`` before any request. A finite number >= 0, or None.
         On Airflow 3.3+ the task state store keeps what each try spent, so a retry counts what
         the earlier ones made (see the docs page "Cost and budgets").
+    :param cancel_after: off by default. Seconds (or a timedelta), sent as Replicate's
+        ``Cancel-After`` header: the gateway aborts the prediction (not charged) if it has not
+        started by then, and cancels it if it still runs. CometAPI does not document that it
+        honours the header; ``timeout`` still bounds the wait either way.
     """
 
     template_fields: Sequence[str] = ("model", "input")
@@ -127,6 +131,7 @@ class CreatePredictionOperator(BaseOperator):
         durable: bool = True,
         max_images: int | None = None,
         max_cost: float | None = None,
+        cancel_after: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +148,7 @@ class CreatePredictionOperator(BaseOperator):
         self.budget = Budget.of(max_images, max_cost)
         self.max_images = max_images
         self.max_cost = max_cost
+        self.cancel_after = parameters.cancel_after(cancel_after)
         self.prediction_id: str | None = None
         self._cancelled = False
 
@@ -201,7 +207,9 @@ class CreatePredictionOperator(BaseOperator):
     def _create(self, context: Context) -> Prediction:
         """Create the prediction; with a budget, only once the budget allows it, and counted."""
         if not self.budget:
-            return self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+            return self.hook.create_prediction(
+                self.model, self.input, wait=self.prefer_wait, cancel_after=self.cancel_after
+            )
         prices = self.hook.settings.prices
         # Kept whether or not `durable`: a budget counts every try's spending.
         ledger = SpendLedger(context.get("task_state_store"))  # type: ignore[arg-type]
@@ -213,7 +221,9 @@ class CreatePredictionOperator(BaseOperator):
         # Recorded before the create is sent: one that may reach the gateway counts even if this try dies.
         ledger.record(pending, counter.planned(images), ended=False)
         try:
-            prediction = self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+            prediction = self.hook.create_prediction(
+                self.model, self.input, wait=self.prefer_wait, cancel_after=self.cancel_after
+            )
         except CometAPIError as error:
             if _surely_nothing_created(error):
                 ledger.drop(pending)

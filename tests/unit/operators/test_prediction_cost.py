@@ -252,3 +252,39 @@ def test_the_decorator_keeps_the_budget_and_reports_the_cost(priced, store):
     result = within.execute(context_for(store))
     assert (result["cost"], result["currency"]) == (0.006, "EUR")
     assert creates(priced) == 1
+
+
+# --- cancel_after ---------------------------------------------------------------------------
+
+
+def sent_headers(monkeypatch) -> list[dict[str, str]]:
+    """The headers of every create the hook sends, recorded on the way to the emulator."""
+    import requests
+
+    sent: list[dict[str, str]] = []
+    send = requests.Session.request
+
+    def recording(self, method, url, **kwargs):
+        if method == "POST" and url.endswith("/predictions"):
+            sent.append(dict(kwargs.get("headers") or {}))
+        return send(self, method, url, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", recording)
+    return sent
+
+
+def test_cancel_after_is_off_unless_asked_for(cometapi_conn, monkeypatch):
+    sent = sent_headers(monkeypatch)
+    operator(wait_for_completion=False).execute(context_for())
+    operator(wait_for_completion=False, cancel_after=datetime.timedelta(minutes=2)).execute(context_for())
+    operator(wait_for_completion=False, cancel_after=4.2, prefer_wait=1).execute(context_for())
+    assert ["Cancel-After" in headers for headers in sent] == [False, True, True]
+    assert (sent[1]["Cancel-After"], sent[2]["Cancel-After"]) == ("120s", "5s")
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), "10s"])
+def test_cancel_after_that_cannot_work_fails_at_dag_parse(value):
+    with pytest.raises(InvalidParameterError, match="cancel_after"):
+        operator(cancel_after=value)
+    with pytest.raises(InvalidParameterError, match="cancel_after"):
+        cometapi_task(model=SCHNELL, cancel_after=value)
