@@ -70,20 +70,31 @@ def _segment(value: str) -> str:
     return quote(value, safe=":")
 
 
-def create_prediction_request(model: str | ModelId, model_input: Mapping[str, Any], *, wait: int | None) -> ApiRequest:
+def create_prediction_request(
+    model: str | ModelId, model_input: Mapping[str, Any], *, wait: int | None, cancel_after: int | None = None
+) -> ApiRequest:
     """
     The create call for ``model``.
 
     Without ``wait`` it uses the model's own route. With ``wait`` it uses the generic route
     with ``Prefer: wait=N``, where the gateway may hold the request until the prediction is done.
+    ``cancel_after`` (whole seconds) sends Replicate's ``Cancel-After: <N>s``: the prediction is
+    aborted (not charged) if it has not started by then, canceled if it is still running.
     """
     model_id = model if isinstance(model, ModelId) else ModelId.parse(model)
+    deadline: dict[str, str] = {}
+    if cancel_after is not None:
+        if not isinstance(cancel_after, int) or isinstance(cancel_after, bool) or cancel_after < 1:
+            raise InvalidInputError(f"cancel_after must be a whole number of seconds >= 1, got {cancel_after!r}.")
+        deadline["Cancel-After"] = f"{cancel_after}s"
     if wait is None:
         path = (
             f"/replicate/v1/models/{_segment(model_id.owner)}/{_segment(model_id.name)}"
             f"{':' + _segment(model_id.version) if model_id.version else ''}/predictions"
         )
-        return ApiRequest("POST", path, Operation.CREATE, str(model_id), json={"input": dict(model_input)})
+        return ApiRequest(
+            "POST", path, Operation.CREATE, str(model_id), json={"input": dict(model_input)}, headers=deadline
+        )
     if not isinstance(wait, int) or isinstance(wait, bool) or not 1 <= wait <= MAX_PREFER_WAIT:
         raise InvalidInputError(f"wait must be a whole number of seconds from 1 to {MAX_PREFER_WAIT}, got {wait!r}.")
     return ApiRequest(
@@ -92,7 +103,7 @@ def create_prediction_request(model: str | ModelId, model_input: Mapping[str, An
         Operation.CREATE,
         str(model_id),
         json={"model": str(model_id), "input": dict(model_input)},
-        headers={"Prefer": f"wait={wait}"},
+        headers={"Prefer": f"wait={wait}", **deadline},
         read_timeout_extra=float(wait),
     )
 

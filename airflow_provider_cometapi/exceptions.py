@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class CometAPIError(AirflowException):
@@ -297,3 +297,30 @@ class BatchTimeoutError(BatchFailedError):
 
 class BatchWaitError(CometAPIError):
     """Waiting for a batch broke (polling kept failing); its predictions may still run, and a retry resumes them."""
+
+
+# --- Cost and budgets ---------------------------------------------------------------------
+
+
+class InvalidPricesError(CometAPIConfigurationError):
+    """The connection's ``prices`` or ``currency`` extra cannot be used: not JSON, a bad model id, a bad price."""
+
+
+class MissingPriceError(CometAPIConfigurationError):
+    """``max_cost`` is set, but the connection has no price for the task's model; found before any request."""
+
+
+class BudgetExceededError(CometAPIError, AirflowFailException):
+    """
+    What the task would make passes its ``max_images`` or ``max_cost``; nothing was created.
+
+    An ``AirflowFailException``: a retry would be refused the same way, so none is made.
+
+    :ivar images: the images the refused create could make; :ivar spent: what earlier tries
+        (and this one) had spent, a ``cost.Spend``.
+    """
+
+    def __init__(self, message: str, *, images: int, spent: Any) -> None:
+        super().__init__(message)
+        self.images = images
+        self.spent = spent

@@ -110,6 +110,19 @@ def get_provider_info() -> dict[str, Any]:
                         "{prediction_id}, for example https://replicate.com/p/{prediction_id}.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    # A JSON text field: the form stores it as a string, the hook reads either form.
+                    "prices": {
+                        "label": "Prices per image (JSON)",
+                        "description": "Optional. What one output image of each model costs, as JSON: "
+                        '{"black-forest-labs/flux-schnell": 0.003}. Tasks report cost = images x price '
+                        "(unknown for a model not listed) and max_cost needs the model's price.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "currency": {
+                        "label": "Currency of the prices",
+                        "description": "The currency the prices and costs are in, for example USD or EUR.",
+                        "schema": {"type": ["string", "null"], "default": "USD"},
+                    },
                 },
             }
         ],

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_cometapi.cost import image_count
+
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
@@ -123,18 +125,6 @@ class PredictionsSummary:
             "cost": self.cost,
             "currency": self.currency,
         }
-
-
-def image_count(prediction: Mapping[str, Any]) -> int:
-    """The images a prediction made: its ``metrics.image_count`` when the gateway gives one, else its outputs."""
-    metrics = prediction.get("metrics")
-    count = metrics.get("image_count") if isinstance(metrics, Mapping) else None
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-        return count
-    output = prediction.get("output")
-    if isinstance(output, str):
-        return 1
-    return len(output) if isinstance(output, list) else 0
 
 
 def prediction_summary(prediction: Mapping[str, Any], *, model: str | None = None) -> PredictionsSummary:

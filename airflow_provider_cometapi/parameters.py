@@ -77,3 +77,10 @@ def prefer_wait(value: Any) -> int | None:
 def _shown(value: Any) -> str:
     text = repr(value)
     return f"{text[:80]}... ({type(value).__name__})" if len(text) > 80 else f"{text} ({type(value).__name__})"
+
+
+def cancel_after(value: Any) -> int | None:
+    """``None`` (off), or the whole seconds (rounded up) after which the gateway should give up on a prediction."""
+    if value is None:
+        return None
+    return math.ceil(duration("cancel_after", value, example=600))

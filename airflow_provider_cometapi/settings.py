@@ -1,7 +1,8 @@
 """
 The connection's settings: read from an Airflow connection once per hook, checked, and bounded.
 
-Every value a request depends on (base URL, key, timeouts, retries, the output size limit) is
+Every value a request depends on (base URL, key, timeouts, retries, the output size limit), and
+the prices that cost and budgets are counted in (``airflow_provider_cometapi.cost``), is
 validated here, so a bad connection fails with a message naming the field before any request.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from airflow_provider_cometapi import __version__
+from airflow_provider_cometapi.cost import Prices
 from airflow_provider_cometapi.exceptions import CometAPIConfigurationError
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ class CometAPISettings:
     max_retries: int | None = None
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     prediction_url_template: str | None = None
+    # The extras `prices` and `currency`: what each output image of a model costs.
+    prices: Prices = field(default_factory=Prices)
 
     def __repr__(self) -> str:
         # Never the key, even in a debugger or a traceback's locals.
@@ -87,6 +91,7 @@ class CometAPISettings:
                 )
             ),
             prediction_url_template=_template(extra.get("prediction_url_template"), conn_id),
+            prices=Prices.from_extra(extra.get("prices"), extra.get("currency"), conn_id=conn_id),
         )
 
     def read_timeout_for(self, request: ApiRequest) -> float:

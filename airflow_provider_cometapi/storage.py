@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow_provider_cometapi.api import redact_url
+from airflow_provider_cometapi.cost import Prices, cost_of, image_count
 from airflow_provider_cometapi.exceptions import (
     DestinationNotWritableError,
     InvalidDestinationError,
@@ -493,6 +494,7 @@ def store_prediction(
     write_sidecar: bool = True,
     on_stored: Callable[[int, int, ObjectStoragePath], None] | None = None,
     remove_partials: bool = True,
+    prices: Prices | None = None,
 ) -> StoredPrediction:
     """
     Store every output of a succeeded ``prediction`` and its sidecar in ``directory``.
@@ -505,6 +507,7 @@ def store_prediction(
     :param on_stored: called with (index, count, path) after each output, e.g. to log progress.
     :param remove_partials: look for leftovers first (one listing of ``directory``); a batch
         passes False and removes those of all its predictions in one listing instead.
+    :param prices: the connection's (``hook.settings.prices``), for the sidecar's ``cost``.
     :raises PredictionNotStorableError: the prediction has not succeeded, or has no outputs.
     :raises OutputExpiredError: its files are gone.
     """
@@ -518,7 +521,9 @@ def store_prediction(
             on_stored(index, len(prediction.output), path)
         outputs.append(str(path))
     sidecar = (
-        str(store_sidecar(sidecar_metadata(prediction, outputs), directory, prediction.id)) if write_sidecar else None
+        str(store_sidecar(sidecar_metadata(prediction, outputs, prices), directory, prediction.id))
+        if write_sidecar
+        else None
     )
     return StoredPrediction(prediction.id, outputs, sidecar)
 
@@ -529,9 +534,11 @@ def store_prediction(
 SIDECAR_FIELDS = ("id", "model", "version", "input", "metrics", "created_at", "started_at", "completed_at", "source")
 
 
-def sidecar_metadata(prediction: Prediction, stored: Sequence[str]) -> dict[str, Any]:
+def sidecar_metadata(prediction: Prediction, stored: Sequence[str], prices: Prices | None = None) -> dict[str, Any]:
     """
-    What the sidecar records: the fields above, ``status``, ``source_urls`` and ``stored``.
+    What the sidecar records: the fields above, ``status``, ``source_urls``, ``stored``, and
+    ``images``, ``cost`` and ``currency`` (``cost`` is ``None`` without ``prices`` or without a
+    price for the prediction's model; ``currency`` is ``None`` without ``prices``).
 
     ``source_urls`` are shown as messages show them: without query (a signed URL's signature
     and credential), fragment or user info, ``data:`` URIs as their type and length.
@@ -539,6 +546,11 @@ def sidecar_metadata(prediction: Prediction, stored: Sequence[str]) -> dict[str,
     data = prediction.to_dict()
     metadata = {key: data.get(key) for key in SIDECAR_FIELDS}
     metadata.update(
-        status=prediction.status, source_urls=[redact_url(url) for url in prediction.output], stored=list(stored)
+        status=prediction.status,
+        source_urls=[redact_url(url) for url in prediction.output],
+        stored=list(stored),
+        images=image_count(prediction),
+        cost=None if prices is None else cost_of(prediction, prices),
+        currency=None if prices is None else prices.currency,
     )
     return metadata

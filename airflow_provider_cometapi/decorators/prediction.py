@@ -32,6 +32,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_cometapi import parameters
+from airflow_provider_cometapi.cost import Budget
 from airflow_provider_cometapi.exceptions import InvalidInputError
 from airflow_provider_cometapi.models import ModelId, validate_input
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
@@ -50,6 +51,9 @@ _PARSE_CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "poll_interval": parameters.poll_interval,
     "timeout": lambda value: parameters.duration("timeout", value),
     "prefer_wait": parameters.prefer_wait,
+    "max_images": lambda value: Budget.of(max_images=value),
+    "max_cost": lambda value: Budget.of(max_cost=value),
+    "cancel_after": parameters.cancel_after,
 }
 _SHOWN_INPUT_CHARS = 1000
 
@@ -153,6 +157,9 @@ def cometapi_task(
     prefer_wait: int | None = ...,
     cancel_on_kill: bool = ...,
     durable: bool = ...,
+    max_images: int | None = ...,
+    max_cost: float | None = ...,
+    cancel_after: float | timedelta | None = ...,
     **kwargs: Any,
 ) -> Callable[[Callable[P, ModelInput]], Task[P, ModelInput]]: ...
 
@@ -170,6 +177,9 @@ def cometapi_task(
     prefer_wait: int | None = ...,
     cancel_on_kill: bool = ...,
     durable: bool = ...,
+    max_images: int | None = ...,
+    max_cost: float | None = ...,
+    cancel_after: float | timedelta | None = ...,
     **kwargs: Any,
 ) -> Task[P, ModelInput]: ...
 
@@ -182,14 +192,14 @@ def cometapi_task(python_callable: Callable[..., Any] | None = None, *, model: s
     such as ``params`` or ``ti`` are filled in) and returns the model input: a dict, or a string
     meaning ``{"prompt": s}``. The task then behaves exactly as ``CreatePredictionOperator``
     with that input: it pushes XCom ``prediction_id`` as soon as the prediction exists, waits
-    (in the triggerer with ``deferrable=True``), and returns the finished prediction dict, which
-    ``SavePredictionOutputsOperator(prediction_id=...)`` accepts as it is. ``.expand()`` and
-    ``.partial()`` map over the function's arguments.
+    (in the triggerer with ``deferrable=True``), and returns the finished prediction dict with its
+    ``cost`` and ``currency``, which ``SavePredictionOutputsOperator(prediction_id=...)`` accepts
+    as it is. ``.expand()`` and ``.partial()`` map over the function's arguments.
 
     A return value that is not a dict or a non-empty string, or holds values JSON cannot carry,
     or known FLUX fields with impossible values, fails the task with ``InvalidInputError``
-    before any request. ``poll_interval``, ``timeout`` and ``prefer_wait`` are checked when the
-    decorator is applied, at DAG parse (``InvalidParameterError``).
+    before any request. ``poll_interval``, ``timeout``, ``prefer_wait``, ``max_images`` and
+    ``max_cost`` are checked when the decorator is applied, at DAG parse (``InvalidParameterError``).
 
     :param model: ``owner/name`` or ``owner/name:version``. Templated.
     :param cometapi_conn_id: the CometAPI connection.
@@ -203,6 +213,12 @@ def cometapi_task(python_callable: Callable[..., Any] | None = None, *, model: s
     :param cancel_on_kill: cancel the prediction when the task is killed.
     :param durable: on Airflow 3.3+, a retry resumes the prediction of the earlier try. The
         function runs again on a retry; it resumes when it returns the same input.
+    :param max_images: the most images the task may make (all tries together); a create that
+        could make more fails with ``BudgetExceededError`` before it is sent.
+    :param max_cost: the most the task may spend, in the connection's currency; the model needs a
+        price in the connection (``MissingPriceError`` otherwise, before any request).
+    :param cancel_after: off by default; seconds sent as the ``Cancel-After`` header (see
+        ``CreatePredictionOperator``).
     :param kwargs: any other ``BaseOperator`` argument (``task_id``, ``retries``, ``pool``...).
         ``multiple_outputs`` is not one: the task's return value is one prediction dict.
     """

@@ -218,7 +218,9 @@ class CometAPIHook(BaseHook):
 
         return (retry_policy or self.retry_policy).call(request, self._logger, attempt, deadline=deadline)
 
-    def create_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
+    def create_prediction(
+        self, model: str, input: Mapping[str, Any], *, wait: int | None = None, cancel_after: int | None = None
+    ) -> Prediction:
         """
         Start a prediction.
 
@@ -235,7 +237,9 @@ class CometAPIHook(BaseHook):
         :raises InvalidInputError: a bad FLUX field or a value JSON cannot carry (locally), or HTTP 422.
         """
         model_id = ModelId.parse(model)
-        request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
+        request = create_prediction_request(
+            model_id, validate_input(model_id, input), wait=wait, cancel_after=cancel_after
+        )
         return Prediction.from_api(self._call(request))
 
     def get_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
@@ -389,10 +393,14 @@ class CometAPIHook(BaseHook):
 
         return await self.retry_policy.acall(request, self._logger, attempt, deadline=deadline)
 
-    async def acreate_prediction(self, model: str, input: Mapping[str, Any], *, wait: int | None = None) -> Prediction:
+    async def acreate_prediction(
+        self, model: str, input: Mapping[str, Any], *, wait: int | None = None, cancel_after: int | None = None
+    ) -> Prediction:
         """Async ``create_prediction``: same parameters, result and errors."""
         model_id = ModelId.parse(model)
-        request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
+        request = create_prediction_request(
+            model_id, validate_input(model_id, input), wait=wait, cancel_after=cancel_after
+        )
         return Prediction.from_api(await self._acall(request))
 
     async def aget_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:

@@ -11,11 +11,37 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_cometapi import parameters
-from airflow_provider_cometapi.exceptions import PredictionTimeoutError, PredictionWaitError
+from airflow_provider_cometapi.cost import (
+    Budget,
+    BudgetCounter,
+    SpendLedger,
+    cost_of,
+    image_count,
+    pending_key,
+    planned_images,
+    summary,
+)
+from airflow_provider_cometapi.exceptions import (
+    CometAPIError,
+    CometAPIHTTPError,
+    InvalidInputError,
+    InvalidModelIdError,
+    PredictionFailedError,
+    PredictionNotFoundError,
+    PredictionTimeoutError,
+    PredictionWaitError,
+    UnexpectedEventError,
+)
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY, PredictionLink
 from airflow_provider_cometapi.models import Prediction
-from airflow_provider_cometapi.polling import CANCEL_TIMEOUT, PredictionWatch, resolve_event, wait_for_prediction
+from airflow_provider_cometapi.polling import (
+    CANCEL_TIMEOUT,
+    PredictionWatch,
+    read_event,
+    resolve_event,
+    wait_for_prediction,
+)
 from airflow_provider_cometapi.resume import (
     TaskStateStore,
     forget,
@@ -36,7 +62,11 @@ class CreatePredictionOperator(BaseOperator):
 
     The prediction id is pushed to XCom (key ``prediction_id``) as soon as the prediction
     exists, before any waiting. The return value (XCom ``return_value``) is the prediction as a
-    JSON dict, with ``output`` always a list of URLs; its logs go to the task log instead.
+    JSON dict, with ``output`` always a list of URLs, plus ``cost`` (images x the connection's
+    price for the model, ``None`` when it has no price or the prediction has not ended) and
+    ``currency``; its logs go to the task log instead, which ends with the images, predict time
+    and cost. With ``outlets``, each asset event's ``extra`` holds ``{"prediction_id", "model",
+    "images", "cost", "currency"}``.
 
     Fails with the prediction's own error when it ends ``failed``, ``canceled`` or ``aborted``;
     on timeout it cancels the prediction and fails saying whether the cancel was accepted.
@@ -68,6 +98,18 @@ class CreatePredictionOperator(BaseOperator):
         one only if it failed, was canceled, or its files expired. The record lives in Airflow's
         task state store and is dropped when the task succeeds, so clearing a finished task
         makes new images. No effect on older Airflow, where every try creates a prediction.
+    :param max_images: the most images the task may make, all its tries together: a create that
+        could make more (``num_outputs``, else 1) fails with ``BudgetExceededError`` before it is
+        sent, and is not retried. Checked at DAG parse: a whole number >= 1, or None.
+    :param max_cost: the most the task may spend, in the connection's ``currency``, counted as
+        ``max_images`` is with the connection's price of the model. A model without a price fails
+        the task with ``MissingPriceError`` before any request. A finite number >= 0, or None.
+        On Airflow 3.3+ the task state store keeps what each try spent, so a retry counts what
+        the earlier ones made (see the docs page "Cost and budgets").
+    :param cancel_after: off by default. Seconds (or a timedelta), sent as Replicate's
+        ``Cancel-After`` header: the gateway aborts the prediction (not charged) if it has not
+        started by then, and cancels it if it still runs. CometAPI does not document that it
+        honours the header; ``timeout`` still bounds the wait either way.
     """
 
     template_fields: Sequence[str] = ("model", "input")
@@ -88,6 +130,9 @@ class CreatePredictionOperator(BaseOperator):
         prefer_wait: int | None = None,
         cancel_on_kill: bool = True,
         durable: bool = True,
+        max_images: int | None = None,
+        max_cost: float | None = None,
+        cancel_after: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +146,10 @@ class CreatePredictionOperator(BaseOperator):
         self.prefer_wait = parameters.prefer_wait(prefer_wait)
         self.cancel_on_kill = cancel_on_kill
         self.durable = durable
+        self.budget = Budget.of(max_images, max_cost)
+        self.max_images = max_images
+        self.max_cost = max_cost
+        self.cancel_after = parameters.cancel_after(cancel_after)
         self.prediction_id: str | None = None
         self._cancelled = False
         # The prediction the task returns, for OpenLineage (get_openlineage_facets_on_complete).
@@ -111,12 +160,14 @@ class CreatePredictionOperator(BaseOperator):
         return CometAPIHook(self.cometapi_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.budget:  # before anything: a budget that cannot be kept is refused at once
+            self.budget.require_price(self.model, self.hook.settings.prices, conn_id=self.cometapi_conn_id)
         prediction = self._resume_or_create(context)
         self.prediction_id = prediction.id
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=prediction.id)
         if not self.wait_for_completion:
             self._forget(context)
-            return prediction.to_dict()
+            return self._result(context, prediction.to_dict())
 
         watch = PredictionWatch(prediction.id, self.poll_interval, time.time() + self.timeout, self.log)
         # The create answer is the first status check: a prediction that already ended (with
@@ -163,15 +214,81 @@ class CreatePredictionOperator(BaseOperator):
         fingerprint = request_fingerprint(self.model, self.input)
         if store is not None and (previous := resumable_prediction(store, self.hook, fingerprint, self.log)):
             return previous
-        prediction = self.hook.create_prediction(self.model, self.input, wait=self.prefer_wait)
+        prediction = self._create(context)
         if store is not None:
             remember(store, prediction.id, fingerprint)
         self.log.info("Created prediction %s of model %s.", prediction.id, self.model)
         return prediction
 
+    def _create(self, context: Context) -> Prediction:
+        """Create the prediction; with a budget, only once the budget allows it, and counted."""
+        if not self.budget:
+            return self.hook.create_prediction(
+                self.model, self.input, wait=self.prefer_wait, cancel_after=self.cancel_after
+            )
+        prices = self.hook.settings.prices
+        # Kept whether or not `durable`: a budget counts every try's spending.
+        ledger = SpendLedger(context.get("task_state_store"))  # type: ignore[arg-type]
+        ledger.refresh(self._ended_or_none, prices, self.model)
+        counter = BudgetCounter(self.budget, prices, self.model, spent=ledger.spent())
+        images = planned_images(self.input)
+        counter.require(images)
+        pending = pending_key(context["ti"].try_number)
+        # Recorded before the create is sent: one that may reach the gateway counts even if this try dies.
+        ledger.record(pending, counter.planned(images), ended=False)
+        try:
+            prediction = self.hook.create_prediction(
+                self.model, self.input, wait=self.prefer_wait, cancel_after=self.cancel_after
+            )
+        except CometAPIError as error:
+            if _surely_nothing_created(error):
+                ledger.drop(pending)
+            raise
+        ledger.record(prediction.id, counter.planned(images), ended=False, replacing=pending)
+        return prediction
+
+    def _ended_or_none(self, prediction_id: str) -> Prediction | None:
+        try:
+            return self.hook.get_prediction(prediction_id)
+        except PredictionNotFoundError:
+            return None
+
+    def _settle(self, context: Context, event: Any) -> None:
+        """Record what an unsuccessful prediction made, so a retry's budget counts it as it is."""
+        if not self.budget:
+            return
+        try:
+            prediction = read_event(event)["prediction"]
+        except UnexpectedEventError:
+            return
+        if prediction is not None and isinstance(prediction.get("id"), str):
+            images = image_count(prediction)
+            counter = BudgetCounter(self.budget, self.hook.settings.prices, self.model)
+            SpendLedger(context.get("task_state_store")).record(  # type: ignore[arg-type]
+                prediction["id"], counter.planned(images), ended=True
+            )
+
+    def _result(self, context: Context, prediction: dict[str, Any]) -> dict[str, Any]:
+        """The return value: the prediction with its ``cost`` and ``currency``, also in asset event extras."""
+        prices = self.hook.settings.prices
+        result = {**prediction, "cost": cost_of(prediction, prices, model=self.model), "currency": prices.currency}
+        if self.outlets:
+            extra = {
+                "prediction_id": result.get("id"),
+                "model": self.model,
+                "images": image_count(result),
+                "cost": result["cost"],
+                "currency": result["currency"],
+            }
+            for outlet in self.outlets:
+                context["outlet_events"][outlet].extra.update(extra)
+        return result
+
     def _forget(self, context: Context) -> None:
         if (store := self._task_state_store(context)) is not None:
             forget(store)
+        if self.budget:
+            SpendLedger(context.get("task_state_store")).forget()  # type: ignore[arg-type]
 
     def _will_resume(self, context: Context) -> bool:
         """Whether a next try of this task would pick the prediction up again."""
@@ -191,6 +308,9 @@ class CreatePredictionOperator(BaseOperator):
                 "Raise the operator's `timeout` if the model needs longer.",
                 prediction_id=timeout.prediction_id,
             ) from None
+        except PredictionFailedError:
+            self._settle(context, event)
+            raise
         except PredictionWaitError as broken:
             # Waiting broke (persistent API failure) while the prediction may still be running:
             # the next try resumes it if there is one; otherwise cancel rather than leave it
@@ -200,10 +320,16 @@ class CreatePredictionOperator(BaseOperator):
             else:
                 self._cancel(broken.prediction_id)
             raise
-        self.log.info("Prediction %s succeeded: %s", prediction.get("id"), prediction.get("output"))
+        result = self._result(context, prediction)
+        self.log.info(
+            "Prediction %s succeeded: %s. Outputs: %s",
+            result.get("id"),
+            summary(result, self.hook.settings.prices, model=self.model),
+            result.get("output"),
+        )
         self._forget(context)
-        self._lineage = prediction
-        return prediction
+        self._lineage = result
+        return result
 
     def _cancel(self, prediction_id: str | None) -> bool:
         """
@@ -228,3 +354,10 @@ class CreatePredictionOperator(BaseOperator):
         """Cancel the prediction (once) when the worker kills the task, unless ``cancel_on_kill=False``."""
         if self.cancel_on_kill:
             self._cancel(self.prediction_id)
+
+
+def _surely_nothing_created(error: CometAPIError) -> bool:
+    """A create that failed so that no prediction can exist: refused locally, throttled, or a 4xx answer."""
+    if error.nothing_created or isinstance(error, InvalidInputError | InvalidModelIdError):
+        return True
+    return isinstance(error, CometAPIHTTPError) and 400 <= error.http_status < 500

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
+from airflow_provider_cometapi.cost import cost_of
 from airflow_provider_cometapi.exceptions import InvalidPredictionIdError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.links.prediction import PREDICTION_ID_XCOM_KEY
@@ -40,7 +41,7 @@ class SavePredictionOutputsOperator(BaseOperator):
     downstream task can map over them (``describe.expand(image=store.output)``). The metadata
     has XComs of its own: ``sidecar`` (the sidecar's URI, ``None`` with ``write_sidecar=False``)
     and ``prediction_id``, e.g. ``store.output["sidecar"]``. With ``outlets``, each asset event carries
-    ``{"prediction_id", "model", "prompt", "uris", "sidecar"}`` in its ``extra``, for
+    ``{"prediction_id", "model", "prompt", "uris", "sidecar", "cost", "currency"}`` in its ``extra``, for
     asset-scheduled DAGs downstream.
 
     Fails with ``InvalidDestinationError`` for a destination that cannot work (empty, relative,
@@ -86,7 +87,7 @@ class SavePredictionOutputsOperator(BaseOperator):
         self.cometapi_conn_id = cometapi_conn_id
         self.write_sidecar = write_sidecar
         # What execute stored, for OpenLineage (get_openlineage_facets_on_complete).
-        self._lineage: tuple[Prediction, StoredPrediction] | None = None
+        self._lineage: tuple[dict[str, Any], StoredPrediction] | None = None
 
     @cached_property
     def hook(self) -> CometAPIHook:
@@ -99,9 +100,18 @@ class SavePredictionOutputsOperator(BaseOperator):
         # Fetched now, not taken from XCom: the query returns fresh output URLs.
         prediction = self.hook.get_prediction(prediction_id)
         stored = store_prediction(
-            prediction, directory, self.hook.stream_output, write_sidecar=self.write_sidecar, on_stored=self._logged
+            prediction,
+            directory,
+            self.hook.stream_output,
+            write_sidecar=self.write_sidecar,
+            on_stored=self._logged,
+            prices=self.hook.settings.prices,
         )
-        self._lineage = (prediction, stored)
+        prices = self.hook.settings.prices
+        self._lineage = (
+            {**prediction.to_dict(), "cost": cost_of(prediction, prices), "currency": prices.currency},
+            stored,
+        )
         self._annotate_outlets(context, prediction, stored.outputs, stored.sidecar)
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=stored.prediction_id)
         context["ti"].xcom_push(key=SIDECAR_XCOM_KEY, value=stored.sidecar)
@@ -110,14 +120,14 @@ class SavePredictionOutputsOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """
         For the OpenLineage provider: the stored files (outputs and sidecar) as output datasets, and
-        the ``cometapi_predictions`` run facet (model, id, images). Nothing before the files are stored.
+        the ``cometapi_predictions`` run facet (model, id, images, cost). Nothing before the files are stored.
         """
         if self._lineage is None:
             return None
         from airflow_provider_cometapi.lineage import operator_lineage, prediction_summary
 
-        prediction, stored = self._lineage
-        summary = prediction_summary(prediction.to_dict(), model=prediction.model)
+        priced, stored = self._lineage
+        summary = prediction_summary(priced, model=priced.get("model"))
         return operator_lineage(summary=summary, stored=stored.uris)
 
     def _logged(self, index: int, count: int, path: ObjectStoragePath) -> None:
@@ -133,6 +143,8 @@ class SavePredictionOutputsOperator(BaseOperator):
             "prompt": model_input.get("prompt") if isinstance(model_input, dict) else None,
             "uris": uris,
             "sidecar": sidecar,
+            "cost": cost_of(prediction, self.hook.settings.prices),
+            "currency": self.hook.settings.prices.currency,
         }
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)

@@ -80,3 +80,21 @@ def test_same_origin_only_for_the_gateway_itself():
     assert not same_origin("https://files.example/x.png", "https://api.cometapi.com")
     assert not same_origin("http://api.cometapi.com/x", "https://api.cometapi.com")
     assert not same_origin("http://[broken/x", "https://api.cometapi.com")
+
+
+def test_cancel_after_is_sent_as_the_cancel_after_header_on_both_routes():
+    model, model_input = "black-forest-labs/flux-schnell", {"prompt": "x"}
+    assert create_prediction_request(model, model_input, wait=None, cancel_after=90).headers == {"Cancel-After": "90s"}
+    assert create_prediction_request(model, model_input, wait=5, cancel_after=90).headers == {
+        "Prefer": "wait=5",
+        "Cancel-After": "90s",
+    }
+    assert CREATE.headers == {}  # off unless asked for
+
+
+@pytest.mark.parametrize("cancel_after", [0, -1, 2.5, True])
+def test_cancel_after_bounds(cancel_after):
+    with pytest.raises(InvalidInputError, match="cancel_after must be a whole number of seconds"):
+        create_prediction_request(
+            "black-forest-labs/flux-schnell", {"prompt": "x"}, wait=None, cancel_after=cancel_after
+        )

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_cometapi.batch.manifest import ManifestEntry
+from airflow_provider_cometapi.cost import image_count
 from airflow_provider_cometapi.lineage import (
     MAX_FILE_DATASETS,
     MAX_PREDICTION_IDS,
@@ -19,7 +20,6 @@ from airflow_provider_cometapi.lineage import (
     PredictionsSummary,
     batch_summary,
     dataset_name,
-    image_count,
     output_refs,
     prediction_summary,
 )
@@ -247,7 +247,7 @@ def test_the_storage_operator_reports_what_it_stored(openlineage):
     operator = SavePredictionOutputsOperator(task_id="store", prediction_id="abc", destination="s3://aws@bucket/img")
     assert operator.get_openlineage_facets_on_complete(None) is None  # nothing stored yet (or it failed)
     operator._lineage = (
-        succeeded(),
+        {**succeeded().to_dict(), "cost": 0.006, "currency": "USD"},
         StoredPrediction("abc", ["s3://aws@bucket/img/abc_0.webp", "s3://aws@bucket/img/abc_1.webp"], None),
     )
     lineage = operator.get_openlineage_facets_on_complete(None)
@@ -256,7 +256,7 @@ def test_the_storage_operator_reports_what_it_stored(openlineage):
         ("s3://bucket", "img/abc_1.webp"),
     ]
     facet = lineage.run_facets[RUN_FACET_NAME]
-    assert (facet.model, facet.predictionIds, facet.imageCount, facet.cost) == (SCHNELL, ["abc"], 2, None)
+    assert (facet.model, facet.predictionIds, facet.imageCount, facet.cost) == (SCHNELL, ["abc"], 2, 0.006)
 
 
 def test_the_create_operator_reports_its_run_facet(openlineage):

@@ -101,3 +101,19 @@ def test_an_extra_that_is_not_an_object_is_a_configuration_error():
 
 def test_the_key_never_shows_in_repr():
     assert "sk-good-key" not in repr(settings())
+
+
+def test_prices_and_currency_are_read_with_the_connection():
+    read = settings({"prices": '{"black-forest-labs/flux-schnell": 0.003}', "currency": "EUR"})
+    assert read.prices.cost("black-forest-labs/flux-schnell", 2) == 0.006
+    assert read.prices.currency == "EUR"
+    assert not settings().prices
+    assert settings().prices.currency == "USD"
+
+
+def test_bad_prices_fail_with_the_connection_named_before_any_request():
+    from airflow_provider_cometapi.exceptions import InvalidPricesError
+
+    with pytest.raises(InvalidPricesError, match="'prices' of connection 'cometapi_default'.*finite number >= 0"):
+        settings({"prices": {"black-forest-labs/flux-schnell": -1}})
+    assert issubclass(InvalidPricesError, CometAPIConfigurationError)

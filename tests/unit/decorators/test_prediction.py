@@ -103,7 +103,7 @@ def run(function: Any, model: str = SCHNELL) -> dict[str, Any]:
         operator = cometapi_task(model=model, task_id="generate", wait_for_completion=False)(function)().operator
     created: list[dict[str, Any]] = []
 
-    def create(model: str, model_input: dict[str, Any], wait: int | None = None) -> Any:
+    def create(model: str, model_input: dict[str, Any], wait: int | None = None, **_: Any) -> Any:
         created.append(model_input)
         raise RuntimeError("stop here: the input was made")
 

@@ -94,7 +94,8 @@ def test_invalid_input_fails_before_any_request(cometapi_conn, context):
 def test_complete_succeeded_returns_the_event_prediction(cometapi_conn):
     prediction = {"id": "p1", "status": "succeeded", "output": ["http://x/1.webp"]}
     event = {"status": "succeeded", "prediction_id": "p1", "prediction": prediction, "message": "ok"}
-    assert operator().execute_complete({}, event) == prediction
+    # The connection has no prices: the cost is unknown, never guessed.
+    assert operator().execute_complete({}, event) == {**prediction, "cost": None, "currency": "USD"}
     assert cometapi_conn.stats(detail=False)["requests"] == 0  # everything comes from the event
 
 

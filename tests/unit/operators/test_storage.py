@@ -333,3 +333,30 @@ def test_a_plain_string_id_is_checked_at_dag_parse(tmp_path):
 def test_prediction_id_of_a_prediction_object():
     prediction = Prediction.from_api({"id": "abc123", "status": "succeeded", "output": []})
     assert prediction_id_of(prediction) == "abc123"
+
+
+def test_the_sidecar_and_the_asset_events_carry_the_cost(emulator, monkeypatch, tmp_path):
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from airflow.sdk import Asset
+
+    prices = {"extra": {"prices": {SCHNELL: 0.003}, "currency": "EUR"}}
+    set_connection(monkeypatch, {**emulator.connection_dict(), **prices})
+    prediction_id = finished(num_outputs=2)
+    outlet = Asset("file:///images")
+    events: defaultdict[object, SimpleNamespace] = defaultdict(lambda: SimpleNamespace(extra={}))
+    operator = SavePredictionOutputsOperator(
+        task_id="store", prediction_id=prediction_id, destination=tmp_path.as_uri(), outlets=[outlet]
+    )
+    operator.execute({"ti": TaskInstance(), "outlet_events": events})
+    sidecar = json.loads((tmp_path / f"{prediction_id}.json").read_text())
+    assert (sidecar["images"], sidecar["cost"], sidecar["currency"]) == (2, 0.006, "EUR")
+    assert (events[outlet].extra["cost"], events[outlet].extra["currency"]) == (0.006, "EUR")
+
+
+def test_without_a_price_the_sidecar_says_the_cost_is_unknown(cometapi_conn, tmp_path):
+    prediction_id = finished()
+    save(prediction_id, tmp_path.as_uri())
+    sidecar = json.loads((tmp_path / f"{prediction_id}.json").read_text())
+    assert (sidecar["images"], sidecar["cost"], sidecar["currency"]) == (1, None, "USD")
