@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from airflow_provider_cometapi.api import redact_url
+from airflow_provider_cometapi.cost import format_amount
 from airflow_provider_cometapi.plugins.records import IMAGE_EXTENSIONS, Card, Page, TaskRef
 
 FAILED_BEFORE_RESULT = "The task failed before it recorded the prediction's result: its log says why."
@@ -106,7 +107,7 @@ def facts(card: Card, task_states: Mapping[TaskRef, str]) -> list[tuple[str, str
         ("Size", size(card) or "\u2014"),
         ("Status", status(card, task_states)),
         ("Created", _created(info.created_at if info else None)),
-        ("Cost", _cost(info.cost if info else None)),
+        ("Cost", _cost(info.cost if info else None, info.currency if info else None)),
     ]
 
 
@@ -142,8 +143,9 @@ def _created(value: str | None) -> str:
     return value.replace("T", " ")[:19] + (" UTC" if value.endswith(("Z", "+00:00")) else "")
 
 
-def _cost(value: float | None) -> str:
-    return "\u2014" if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
+def _cost(value: float | None, currency: str | None) -> str:
+    # Unknown (no price for the model in the connection) is a dash, never a guess.
+    return "\u2014" if value is None else f"{format_amount(value)} {currency or ''}".rstrip()
 
 
 # --- Pages ---------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class PredictionInfo:
     error: str | None = None
     created_at: str | None = None
     cost: float | None = None
+    currency: str | None = None
     data_removed: bool = False
 
 
@@ -179,6 +180,7 @@ def prediction_info(data: Mapping[str, Any], task: TaskRef) -> PredictionInfo | 
         error=None if error in (None, "") else str(error)[:2000],
         created_at=_text(data.get("created_at"), 64),
         cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        currency=_text(data.get("currency"), 8),
         data_removed=data.get("data_removed") is True,
     )
 
@@ -243,6 +245,7 @@ def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], st
             "output": entry.get("outputs"),
             "error": entry.get("error"),
             "cost": entry.get("cost"),
+            "currency": entry.get("currency"),
         }
         if (info := prediction_info(prediction, task)) is not None:
             yield info

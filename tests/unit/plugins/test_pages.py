@@ -68,3 +68,11 @@ def test_the_plugin_mounts_the_app_and_adds_two_tabs():
         "dag_run": "/airflow/cometapi/gallery/{DAG_ID}/{RUN_ID}",
         "task_instance": "/airflow/cometapi/gallery/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
     }
+
+
+def test_a_card_shows_the_cost_in_its_currency_and_a_dash_when_unknown():
+    priced = {**HOSTILE, "output": ["https://cdn.example/a.webp"], "cost": 0.006, "currency": "EUR"}
+    unpriced = {**priced, "id": "p2", "cost": None}
+    html, _ = page((TaskRef("g"), priced), (TaskRef("h"), unpriced))
+    assert "0.006 EUR" in html
+    assert html.count("\u2014") >= 1 and "None" not in html
