@@ -59,12 +59,8 @@ def stack(tmp_path_factory, gateway) -> Iterator[AirflowStack]:
         **gateway.airflow_env(),
         "AIRFLOW_VAR_COMETAPI_STORAGE_ROOT": (home / "images").as_uri(),
         "AIRFLOW__CORE__PARALLELISM": "2",
-        # Airflow 3.3's supervisor may notice a deferring task's exit up to this many seconds late
-        # (default 5), and a batch's waits are often shorter than that (a retry's first wait ends
-        # at once: its predictions ended while it was down). The scheduler then takes the late
-        # "success" of the deferral for the resumed run dying and fails it: apache/airflow#72716.
-        # At 1 s the late event is drained before the resumed run starts.
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # Airflow's defaults for [workers] min_heartbeat_interval and [cometapi] min_defer_seconds:
+        # the batch trigger's hold alone keeps a quick resume from apache/airflow#72716.
     }
     with AirflowStack(home, [REPO / "tests" / "e2e" / "dags"], env=env) as running:
         yield running
