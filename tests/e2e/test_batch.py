@@ -41,6 +41,9 @@ from tests.e2e.dags.e2e_batch_dags import BATCH_SIZE, INPUTS, MAX_IN_FLIGHT
 from tests.e2e.harness import REPO, AirflowStack, psql_query
 from tests.e2e.test_reliability import task_process
 
+# A stack's start, three tries and its stop: on a loaded 2-core machine more than the 300 s default.
+pytestmark = pytest.mark.timeout(600)
+
 DAG_ID, TASK_ID = "e2e_batch", "generate"
 IMAGE_SIDE = 512  # the emulator's default --image-size; flux-schnell's default aspect ratio is 1:1
 SETTLE = 0.3  # seconds a stopped task's last requests get to reach the emulator
@@ -79,12 +82,21 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
     """Poll ``condition`` until it returns something truthy (returned), or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        value = patient(condition)
         if value:
             return value
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what}: not within {timeout:g}s")
         time.sleep(interval)
+
+
+def patient(look: Callable[[], Any]) -> Any:
+    """``look()``, or None if the API server did not answer in time (a loaded machine): look again later."""
+    try:
+        return look()
+    except requests.exceptions.Timeout:
+        print(f"the API server was slow to answer ({time.strftime('%H:%M:%S')}); looking again")
+        return None
 
 
 def task_instance(stack: AirflowStack, run_id: str) -> dict[str, Any]:
@@ -146,7 +158,7 @@ def kill_when(
     """SIGKILL the task's process in its ``try_number``-th try once ``ready()`` and, stopped, ``holds()``."""
     deadline = time.monotonic() + timeout
     while True:
-        pid = running_process(stack, run_id, try_number)
+        pid = patient(lambda: running_process(stack, run_id, try_number))
         if pid is not None and ready() and kill_if(pid, holds):
             return
         if time.monotonic() >= deadline:
