@@ -25,7 +25,9 @@ OPTION = ("cometapi", "min_defer_seconds")
 """The Airflow option: ``[cometapi] min_defer_seconds`` (``AIRFLOW__COMETAPI__MIN_DEFER_SECONDS``)."""
 # Past the supervisor's late look: the task process's exit after the defer call, the
 # supervisor's last steps (a remote log upload), the executor's report (Celery's result
-# backend) and the scheduler's next loop (1 s idle sleep plus the loop itself).
+# backend) and one scheduler loop (1 s idle sleep plus the loop itself): the report must be
+# read in a loop before the one that queues the resumed try. The e2e stack, loaded, read it
+# up to 6.3 s after the deferral.
 MARGIN_SECONDS = 3.0
 # A longer hold is a mistake: outputs wait to be stored, and a wait ends at least this late.
 MAX_SECONDS = 300.0
