@@ -62,6 +62,9 @@ def stack(tmp_path_factory, gateway) -> Iterator[AirflowStack]:
         **gateway.airflow_env(),
         "AIRFLOW_VAR_COMETAPI_STORAGE_ROOT": (home / "images").as_uri(),
         "AIRFLOW__CORE__PARALLELISM": "2",
+        # A fresh API server on a loaded machine took 40-50 s to answer a task's first call (the
+        # default 5 s timeout and 5 tries lost try 1 before it ran); #72716's window does not use it.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         # Airflow's defaults for [workers] min_heartbeat_interval and [cometapi] min_defer_seconds:
         # the batch trigger's hold alone keeps a quick resume from apache/airflow#72716.
     }
