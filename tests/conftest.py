@@ -28,6 +28,8 @@ os.environ.update(
     {
         "AIRFLOW_HOME": _AIRFLOW_HOME,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # dag.test() has no executor, so no stale defer-exit report to wait out (apache/airflow#72716).
+        "AIRFLOW__COMETAPI__MIN_DEFER_SECONDS": "0",
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
             [
                 {

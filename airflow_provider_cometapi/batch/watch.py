@@ -236,22 +236,40 @@ class BatchWatch:
         self.log.info("%s.", self.progress.line(len(self.finished), failed, len(self.running)))
 
 
-async def await_batch(hook: CometAPIHook, watch: BatchWatch) -> BatchEvent:
+async def await_batch(hook: CometAPIHook, watch: BatchWatch, *, not_before: float | None = None) -> BatchEvent:
     """
     Poll until ``watch`` says the wait is over; the one loop of the triggerer and the worker.
 
-    Sleeps first: the caller has just created or seen every prediction.
+    Sleeps first: the caller has just created or seen every prediction. With ``not_before``
+    (absolute Unix time), an event that comes earlier is held until then while polling goes on
+    at the same pace, so the event returned holds what ended meanwhile (the trigger's
+    workaround for apache/airflow#72716, see ``triggers/hold.py``). A round that takes the
+    event back (polls that failed recover) resumes the wait.
     """
-    started: float | None = time.monotonic()
+    started = time.monotonic()  # when the last round began
+    event: BatchEvent | None = None
+    held = False
     while True:
         delay = watch.next_delay(started)
-        if delay is None:
-            return watch.timed_out()
-        await asyncio.sleep(delay)
+        if event is None and delay is None:
+            event = watch.timed_out()
+        if event is not None:
+            hold = 0.0 if not_before is None else not_before - time.time()
+            if hold <= 0:
+                return event
+            if not held:
+                held = True
+                watch.log.info(
+                    "Holding the event %.1fs more, polling on: Airflow can fail a task that resumes this soon "
+                    "after it deferred (apache/airflow#72716; [cometapi] min_defer_seconds).",
+                    hold,
+                )
+            if delay is None or not watch.running or hold <= delay:
+                await asyncio.sleep(hold)  # nothing to poll before the hold ends
+                return event
+        await asyncio.sleep(cast("float", delay))
         started = time.monotonic()
         event = watch.after_round(await poll_round(hook, watch))
-        if event is not None:
-            return event
 
 
 async def poll_round(hook: CometAPIHook, watch: BatchWatch) -> int:

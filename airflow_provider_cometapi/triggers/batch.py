@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from airflow_provider_cometapi.exceptions import InvalidParameterError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.models import check_prediction_id
 from airflow_provider_cometapi.polling import CANCEL_TIMEOUT
+from airflow_provider_cometapi.triggers import hold
 
 # Cancels in flight at once when the task is killed.
 CANCEL_CONCURRENCY = 16
@@ -30,9 +32,11 @@ class PredictionBatchTrigger(BaseTrigger):
     every id polled at most once per ``poll_interval``, at most 32 polls in flight. It fires once
     ``resume_after`` predictions ended, once the first that ended has waited ``flush_after``
     seconds, once all ended, at ``deadline``, or when polling fails for all of them
-    ``MAX_FAILED_POLLS`` rounds in a row. It writes no manifest and does no blocking I/O: the
-    worker records what the event says. Its kwargs hold ids, counts and times, never a secret;
-    they grow with the predictions in flight (at most 1,000), not with the batch.
+    ``MAX_FAILED_POLLS`` rounds in a row; but never before ``min_defer_seconds`` after the task
+    deferred (until then it holds the event and polls on: apache/airflow#72716, see
+    ``triggers/hold.py``). It writes no manifest and does no blocking I/O: the worker records
+    what the event says. Its kwargs hold ids, counts and times, never a secret; they grow with
+    the predictions in flight (at most 1,000), not with the batch.
 
     :param prediction_ids: the unfinished predictions, at most ``MAX_IN_FLIGHT``.
     :param cometapi_conn_id: the CometAPI connection.
@@ -43,6 +47,10 @@ class PredictionBatchTrigger(BaseTrigger):
     :param progress: ``[total, done, failed]`` of the whole batch when it deferred, for the
         progress line in the task log.
     :param cancel_on_kill: cancel every one of them when a user kills the deferred task.
+    :param deferred_at: Unix time the task deferred; by default now (the operator builds the
+        trigger as it defers). Kept in the kwargs, so a triggerer restart does not restart the hold.
+    :param min_defer_seconds: fire no earlier than this long after ``deferred_at``; by default
+        ``[cometapi] min_defer_seconds``, read where the trigger is built (on the worker).
     """
 
     def __init__(
@@ -55,6 +63,8 @@ class PredictionBatchTrigger(BaseTrigger):
         flush_after: float | None = None,
         progress: Sequence[int] | None = None,
         cancel_on_kill: bool = True,
+        deferred_at: float | None = None,
+        min_defer_seconds: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(prediction_ids, str) or not 1 <= len(prediction_ids) <= MAX_IN_FLIGHT:
@@ -72,6 +82,10 @@ class PredictionBatchTrigger(BaseTrigger):
         self.flush_after = None if flush_after is None else parameters.duration("flush_after", flush_after)
         self.progress = _progress(progress)
         self.cancel_on_kill = cancel_on_kill
+        self.deferred_at = time.time() if deferred_at is None else _unix_time(deferred_at)
+        self.min_defer_seconds = (
+            hold.min_defer_seconds() if min_defer_seconds is None else hold.check(min_defer_seconds)
+        )
         self._hook: CometAPIHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -87,6 +101,8 @@ class PredictionBatchTrigger(BaseTrigger):
                 "flush_after": self.flush_after,
                 "progress": None if self.progress is None else [*self.progress.__dict__.values()],
                 "cancel_on_kill": self.cancel_on_kill,
+                "deferred_at": self.deferred_at,
+                "min_defer_seconds": self.min_defer_seconds,
             },
         )
 
@@ -102,14 +118,16 @@ class PredictionBatchTrigger(BaseTrigger):
             progress=self.progress,
         )
         self._hook = CometAPIHook(self.cometapi_conn_id)
+        not_before = self.deferred_at + self.min_defer_seconds
         event: BatchEvent
         try:
-            event = await await_batch(self._hook, watch)
+            event = await await_batch(self._hook, watch, not_before=not_before)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
             self.log.exception("Waiting for %d predictions failed unexpectedly.", len(self.prediction_ids))
             event = batch_event(
                 "error", watch.finished, f"Waiting for the batch failed unexpectedly: {type(error).__name__}: {error}"
             )
+            await asyncio.sleep(max(0.0, not_before - time.time()))  # held like any other event
         finally:
             await self.cleanup()
         watch.log_progress(force=True)
@@ -147,6 +165,12 @@ class PredictionBatchTrigger(BaseTrigger):
                 self.log.warning(
                     "Cancelling stopped after %.0fs; some predictions may run to their end.", CANCEL_TIMEOUT
                 )
+
+
+def _unix_time(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise InvalidParameterError(f"deferred_at must be a Unix time (time.time()), got {repr(value)[:80]}.")
 
 
 def _progress(value: Sequence[int] | None) -> Progress | None:

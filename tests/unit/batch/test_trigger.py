@@ -21,8 +21,9 @@ MODEL = "black-forest-labs/flux-schnell"
 
 def test_serialize_round_trip():
     trigger = PredictionBatchTrigger(
-        ["a1", "b2"], "conn", poll_interval=2, deadline=123.5, resume_after=5, flush_after=600, progress=[10, 3, 1]
-    )
+        ["a1", "b2"], "conn", poll_interval=2, deadline=123.5, resume_after=5, flush_after=600, progress=[10, 3, 1],
+        deferred_at=100.25, min_defer_seconds=8,
+    )  # fmt: skip
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
     assert kwargs == {
@@ -34,6 +35,8 @@ def test_serialize_round_trip():
         "flush_after": 600.0,
         "progress": [10, 3, 1],
         "cancel_on_kill": True,
+        "deferred_at": 100.25,
+        "min_defer_seconds": 8.0,
     }
     assert PredictionBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
 
@@ -47,7 +50,7 @@ def test_kwargs_stay_small_at_10000_inputs():
     assert len(json.dumps(PredictionBatchTrigger(ids[:100], progress=[10_000, 0, 0]).serialize()[1])) <= 3_300
     assert set(trigger.serialize()[1]) == {
         "prediction_ids", "cometapi_conn_id", "poll_interval", "deadline", "resume_after", "flush_after", "progress",
-        "cancel_on_kill",
+        "cancel_on_kill", "deferred_at", "min_defer_seconds",
     }  # fmt: skip
 
 
@@ -61,6 +64,10 @@ def test_kwargs_stay_small_at_10000_inputs():
         ({"prediction_ids": ["a"], "poll_interval": 0}, InvalidParameterError),
         ({"prediction_ids": ["a"], "resume_after": 0}, InvalidParameterError),
         ({"prediction_ids": ["a"], "progress": [1, 2]}, InvalidParameterError),
+        ({"prediction_ids": ["a"], "deferred_at": float("nan")}, InvalidParameterError),
+        ({"prediction_ids": ["a"], "deferred_at": "now"}, InvalidParameterError),
+        ({"prediction_ids": ["a"], "min_defer_seconds": -1}, InvalidParameterError),
+        ({"prediction_ids": ["a"], "min_defer_seconds": 301}, InvalidParameterError),
     ],
 )
 def test_bad_arguments(kwargs, error):
@@ -125,3 +132,86 @@ def test_on_kill_cancels_every_prediction(hook, cometapi_conn):
     stats = cometapi_conn.stats()
     assert stats["cancels"] == 5
     assert {stats["predictions"][i]["status"] for i in ids} == {"canceled"}
+
+
+# --- The hold: no event before min_defer_seconds after the deferral (apache/airflow#72716) ---
+
+
+def test_the_hold_is_read_where_the_trigger_is_built(monkeypatch):
+    # tests/conftest.py turns it off for dag.test(); a deployment sets it in airflow.cfg or the environment.
+    before = time.time()
+    trigger = PredictionBatchTrigger(["a1"])
+    assert before <= trigger.deferred_at <= time.time()
+    assert trigger.min_defer_seconds == 0
+    monkeypatch.setenv("AIRFLOW__COMETAPI__MIN_DEFER_SECONDS", "2.5")
+    assert PredictionBatchTrigger(["a1"]).min_defer_seconds == 2.5
+    monkeypatch.delenv("AIRFLOW__COMETAPI__MIN_DEFER_SECONDS")
+    assert PredictionBatchTrigger(["a1"]).min_defer_seconds == 5 + 3  # [workers] min_heartbeat_interval + 3
+    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "20")
+    assert PredictionBatchTrigger(["a1"]).min_defer_seconds == 23
+    for bad in ("soon", "-1", "nan", "1000"):
+        monkeypatch.setenv("AIRFLOW__COMETAPI__MIN_DEFER_SECONDS", bad)
+        with pytest.raises(InvalidParameterError, match=r"\[cometapi\] min_defer_seconds"):
+            PredictionBatchTrigger(["a1"])
+    # Built again from its kwargs (a triggerer restart), it keeps what the worker decided.
+    kwargs = PredictionBatchTrigger(["a1"], deferred_at=50.0, min_defer_seconds=4).serialize()[1]
+    assert (
+        PredictionBatchTrigger(**kwargs).min_defer_seconds == 4 and PredictionBatchTrigger(**kwargs).deferred_at == 50
+    )
+
+
+def test_an_early_event_is_held_while_polling_goes_on(hook, cometapi_conn):
+    # Without the hold it fires at the first that ended (0.3 s); held 2 s, it holds the later ones too.
+    quick, later = create(hook, 3), create(hook, 3, duration=1.0)
+    started = time.time()
+    trigger = PredictionBatchTrigger(
+        quick + later,
+        poll_interval=0.2,
+        deadline=started + 30,
+        resume_after=1,
+        deferred_at=started,
+        min_defer_seconds=2,
+    )
+    (event,) = asyncio.run(events(trigger))
+    elapsed = time.time() - started
+    assert 2.0 <= elapsed < 3.5, elapsed
+    assert event["reason"] == "done" and event["finished"] == dict.fromkeys(quick + later, "succeeded")
+    polls = cometapi_conn.stats()["predictions"]
+    assert all(1 <= polls[i]["polls"] <= 1.0 / 0.2 + 2 for i in later), polls  # polled on, at the pace
+    assert all(polls[i]["polls"] <= 0.3 / 0.2 + 2 for i in quick), polls  # an ended one is not polled again
+
+
+def test_nothing_left_to_poll_the_hold_is_one_sleep(hook, cometapi_conn):
+    ids = create(hook, 2)
+    started = time.time()
+    trigger = PredictionBatchTrigger(
+        ids, poll_interval=0.5, deadline=started + 30, deferred_at=started, min_defer_seconds=2
+    )
+    (event,) = asyncio.run(events(trigger))
+    assert 2.0 <= time.time() - started < 3.0
+    assert event["reason"] == "done"
+    assert sum(p["polls"] for p in cometapi_conn.stats()["predictions"].values()) == 2  # one poll each, then a sleep
+
+
+def test_a_restarted_triggerer_does_not_restart_the_hold(hook, cometapi_conn):
+    # Deferred 10 s ago with an 8 s hold: the trigger re-created from its kwargs fires at once.
+    ids = create(hook, 2)
+    kwargs = PredictionBatchTrigger(
+        ids, poll_interval=0.2, deadline=time.time() + 30, deferred_at=time.time() - 10, min_defer_seconds=8
+    ).serialize()[1]
+    time.sleep(0.4)  # they have ended
+    started = time.monotonic()
+    (event,) = asyncio.run(events(PredictionBatchTrigger(**kwargs)))
+    assert time.monotonic() - started < 1.0
+    assert event["reason"] == "done"
+
+
+def test_a_deadline_in_the_hold_still_ends_it(hook, cometapi_conn):
+    never = create(hook, 2, outcome="never")
+    started = time.time()
+    trigger = PredictionBatchTrigger(
+        never, poll_interval=0.2, deadline=started + 0.5, deferred_at=started, min_defer_seconds=1.5
+    )
+    (event,) = asyncio.run(events(trigger))
+    assert 1.5 <= time.time() - started < 2.6
+    assert event["reason"] == "timeout"
