@@ -32,6 +32,24 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "config": {
+            "cometapi": {
+                "description": "Options of the CometAPI provider.",
+                "options": {
+                    "min_defer_seconds": {
+                        "description": "Seconds a batch trigger holds its event after its task deferred, "
+                        "so that the scheduler has read the executor's report of the deferral first "
+                        "(apache/airflow#72716: a resume sooner can get the task failed with 'state "
+                        "mismatch'). Unset: [workers] min_heartbeat_interval + 3 (8 with Airflow's "
+                        "defaults). 0 turns the hold off (dag.test(), or an Airflow with the bug fixed).\n",
+                        "version_added": None,
+                        "type": "float",
+                        "example": "8",
+                        "default": None,
+                    }
+                },
+            }
+        },
         "sensors": [
             {
                 "integration-name": "CometAPI",
