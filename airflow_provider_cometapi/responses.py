@@ -352,12 +352,23 @@ def requests_failure(
         )
     if isinstance(exc, requests.ConnectTimeout):
         return connection_failure(request, settings, "connect timeout", request_sent=False)
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.Timeout) or _read_timeout_in(exc):
         return timeout_failure(request, settings, settings.read_timeout_for(request))
     refused = _connect_failure_in(exc) if isinstance(exc, requests.ConnectionError) else None
     if refused is not None:
         return connection_failure(request, settings, refused, request_sent=False)
     return connection_failure(request, settings, f"{type(exc).__name__}: {exc}", request_sent=True)
+
+
+def _read_timeout_in(exc: BaseException) -> bool:
+    """Whether ``exc`` is a read timeout while the body streamed: ``requests`` raises that as a
+    ``ConnectionError`` wrapping urllib3's ``ReadTimeoutError``, not as a ``Timeout``. (The read
+    timeout is the attempt's deadline cut short, so it can fire just before the deadline's own
+    timer, which a loaded machine runs late.)"""
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    return isinstance(exc, requests.ConnectionError) and any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
 
 
 def aiohttp_failure(

@@ -5,10 +5,13 @@ against the emulator) on every cell of the version matrix, then a table of the r
 Each cell is ``PYTHON-AIRFLOW`` (``3.12-3.3.2``) and runs as ``make test-cell PY=… AF=…`` in a
 venv of its own (the Makefile says which). A Python that this machine does not have skips its
 cells with a line saying so; a cell whose install or tests fail fails the whole run, after the
-table. Installs go one at a time, in the background; the tests of ``--jobs`` cells (2) run at
-once, each as soon as its venv is ready. A test run mostly waits (on the emulator's predictions,
-on ``dag.test()``'s triggers), so two side by side take hardly longer than one (docs/versions.md
-has the times).
+table. A failed cell's result line is followed by the tests that failed, from its junit XML (the
+test id, where it failed, the first lines of its message; at most 20 tests), and they are listed
+again just above the table, so that a CI log names them without the cell's own log (with no
+junit XML, the end of that log stands in). Installs go one at a time, in the background; the
+tests of ``--jobs`` cells (2) run at once, each as soon as its venv is ready. A test run mostly
+waits (on the emulator's predictions, on ``dag.test()``'s triggers), so two side by side take
+hardly longer than one (docs/versions.md has the times).
 
 ``--which-python 3.12`` prints the interpreter the Makefile uses for Python 3.12.
 """
@@ -62,6 +65,8 @@ class Cell:
     install_seconds: float | None = None
     test_seconds: float | None = None
     installed_python: str = ""
+    # What failed, a few lines per test (``failure_report``), printed with the result and the table.
+    failures: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -91,6 +96,7 @@ def install(cell: Cell) -> bool:
     cell.install_seconds = time.monotonic() - started
     if code:
         cell.state, cell.note = "install failed", f"see {log.relative_to(REPO)}"
+        cell.failures = [f"last lines of {log.relative_to(REPO)}:", *indent(log_tail(log))]
         return False
     return True
 
@@ -128,7 +134,12 @@ def run_tests(cell: Cell) -> None:
     cell.state = "passed" if code == 0 else "failed"
     if code:
         cell.note = f"{last or 'no summary'}; see {log.relative_to(REPO)}"
+        # The junit XML names the failed tests; without it (pytest died, or make failed before
+        # pytest ran) the end of the log is all there is.
+        cell.failures = failure_report(junit) or [f"last lines of {log.relative_to(REPO)}:", *indent(log_tail(log))]
     print(f"[{cell.name}] {cell.state}: {last}", flush=True)
+    for line in cell.failures:
+        print(f"[{cell.name}]   {line}", flush=True)
 
 
 def junit_counts(path: Path) -> dict[str, int]:
@@ -140,6 +151,73 @@ def junit_counts(path: Path) -> dict[str, int]:
         return {}
     total, failures, errors, skipped = (int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped"))
     return {"passed": total - failures - errors - skipped, "failed": failures + errors, "skipped": skipped}
+
+
+MAX_FAILED_TESTS = 20
+MAX_REASON_LINES = 3
+MAX_LINE = 200
+
+
+def node_id(classname: str, name: str, root: Path | None = None) -> str:
+    """The pytest node id of a junit ``testcase``: ``tests.a.test_b.TestC`` + ``test_d`` is
+    ``tests/a/test_b.py::TestC::test_d`` when tests/a/test_b.py exists under root (REPO); the
+    XML has the dotted module and class path only."""
+    root = root or REPO
+    parts = classname.split(".") if classname else []
+    for split in range(len(parts), 0, -1):
+        module = "/".join(parts[:split]) + ".py"
+        if (root / module).is_file():
+            return "::".join([module, *parts[split:], name])
+    return f"{classname}::{name}" if classname else name
+
+
+def _short(line: str) -> str:
+    line = line.rstrip()
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
+
+
+def failure_report(path: Path, root: Path | None = None) -> list[str]:
+    """Lines naming each failed or errored test of a junit XML file, with a short reason: the
+    first lines of its message and the ``file:line`` where it failed. At most
+    ``MAX_FAILED_TESTS`` tests (then a line with how many more), a few lines each."""
+    if not path.exists():
+        return []
+    try:
+        document = ET.parse(path).getroot()
+    except ET.ParseError:
+        return []
+    bad = []
+    for case in document.iter("testcase"):
+        problems = [child for child in case if child.tag in ("failure", "error")]
+        if problems:
+            bad.append((case, problems))
+    lines: list[str] = []
+    for case, problems in bad[:MAX_FAILED_TESTS]:
+        where = ""
+        reason: list[str] = []
+        for problem in problems:
+            kind = "FAILED" if problem.tag == "failure" else "ERROR"
+            message = [line for line in (problem.get("message") or "").splitlines() if line.strip()]
+            reason += [f"{kind}: {message[0]}" if message else kind, *message[1:]]
+            # pytest's long report ends with the crash location, "tests/x.py:12: AssertionError".
+            located = re.findall(r"^(\S+\.py:\d+): ", problem.text or "", re.MULTILINE)
+            where = where or (located[-1] if located else "")
+        lines.append(node_id(case.get("classname", ""), case.get("name", ""), root) + (f" ({where})" if where else ""))
+        lines += ["    " + _short(line) for line in reason[:MAX_REASON_LINES]]
+    if len(bad) > MAX_FAILED_TESTS:
+        lines.append(f"... and {len(bad) - MAX_FAILED_TESTS} more failed tests")
+    return lines
+
+
+def log_tail(path: Path, count: int = 15) -> list[str]:
+    try:
+        return [_short(line) for line in path.read_text(errors="replace").splitlines()[-count:]]
+    except OSError:
+        return []
+
+
+def indent(lines: list[str]) -> list[str]:
+    return ["    " + line for line in lines]
 
 
 def seconds(value: float | None) -> str:
@@ -189,7 +267,7 @@ def main() -> int:
         match = CELL.match(spec)
         if not match:
             parser.error(f"a cell is PYTHON-AIRFLOW, e.g. 3.12-3.3.2, not {spec!r}")
-        cells.append(Cell(*match.groups()))
+        cells.append(Cell(match.group(1), match.group(2)))
     started = time.monotonic()
     installs: dict[str, Future[bool]] = {}
 
@@ -214,6 +292,12 @@ def main() -> int:
         for future in [testers.submit(install_then_test, cell) for cell in cells if cell.name in installs]:
             future.result()
     print()
+    # What failed again, just above the table, so that the end of a CI log names it.
+    for cell in cells:
+        if cell.failures:
+            print(f"{cell.name} {cell.state}:")
+            print("\n".join(indent(cell.failures)))
+            print()
     print(f"Version matrix ({time.monotonic() - started:.0f}s in all; install times overlap the tests):")
     print(table(cells))
     # A plain closing line, the sum over the cells, so a log reader sees how many tests ran.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
@@ -131,8 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request to stderr (slower)")
     p.add_argument(
         "--exit-with-parent",
-        action="store_true",
-        help="stop when the process that started the emulator goes away (used by test harnesses)",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="PID",
+        help="stop when the process that started the emulator goes away (used by test harnesses); "
+        "PID, that process's pid, also catches one that died before the emulator was up",
     )
     return p
 
@@ -172,6 +178,8 @@ def _loop_runner(choice: str, parser: argparse.ArgumentParser) -> Callable[[Coro
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all, so that a parent that dies while the emulator starts is not missed.
+    started_by = os.getppid()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -188,7 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = _loop_runner(args.loop, parser)
     try:
-        run(serve(config, announce=announce, exit_with_parent=args.exit_with_parent))
+        run(
+            serve(
+                config,
+                announce=announce,
+                exit_with_parent=args.exit_with_parent is not None,
+                parent_pid=args.exit_with_parent or started_by,
+            )
+        )
     except KeyboardInterrupt:  # a SIGINT before the loop installed its handler
         pass
     except OSError as exc:

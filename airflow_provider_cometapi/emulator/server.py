@@ -670,8 +670,17 @@ async def serve(
     *,
     announce: Callable[[str], None] | None = None,
     exit_with_parent: bool = False,
+    parent_pid: int | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or, optionally, until the parent process is gone)."""
+    """Run until SIGTERM/SIGINT (or, optionally, until the parent process is gone).
+
+    :param exit_with_parent: stop once ``parent_pid`` (default: this process's parent when
+        ``serve`` starts) is no longer the parent, i.e. once it has died.
+    """
+    # The parent is taken before the ready line goes out: a harness may be killed as soon as it
+    # has read that line, and a getppid() after it would then see init (or a subreaper) and the
+    # emulator would watch the wrong process forever.
+    parent = parent_pid if parent_pid is not None else os.getppid()
     app = create_app(config)
     runner_kwargs: dict[str, Any] = {"access_log": None}
     if config.access_log:
@@ -696,7 +705,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     watchdog: asyncio.Task[None] | None = None
     if exit_with_parent:
-        watchdog = asyncio.create_task(_watch_parent(os.getppid(), stop))
+        watchdog = asyncio.create_task(_watch_parent(parent, stop))
     try:
         await stop.wait()
     finally:
@@ -708,7 +717,8 @@ async def serve(
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
-    # Reparenting (to init or a subreaper) changes getppid(): the test run that started us is gone.
+    # Reparenting (to init or a subreaper) changes getppid(): the test run that started us is gone
+    # (already before the first look, if it died while the emulator was starting).
     while os.getppid() == parent:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)

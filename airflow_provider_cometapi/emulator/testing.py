@@ -112,7 +112,9 @@ class EmulatorProcess:
             self.api_key,
             "--duration",
             str(self.duration),
+            # This process's pid: the child exits even if this process dies before it is up.
             "--exit-with-parent",
+            str(os.getpid()),
         ]
         if self.starting_for is not None:
             cmd += ["--starting-for", str(self.starting_for)]

@@ -29,9 +29,11 @@ from airflow_provider_cometapi.responses import (
     data_output,
     output_scheme,
     read_response,
+    requests_failure,
     retry_after_seconds,
     scrub,
 )
+from airflow_provider_cometapi.settings import CometAPISettings
 
 GET = get_prediction_request("abc123")
 CREATE = create_prediction_request("black-forest-labs/flux-schnell", {"prompt": "x"}, wait=None)
@@ -235,3 +237,18 @@ def test_download_errors_name_the_file_without_its_query():
     with pytest.raises(OutputExpiredError) as info:
         answer(request, 404, b"x" * 100)
     assert "sig=abc" not in str(info.value) and "https://files.example/o.png" in str(info.value)
+
+
+def test_a_read_timeout_while_the_body_streams_is_a_timeout():
+    # requests raises it as a ConnectionError around urllib3's ReadTimeoutError (iter_content).
+    import requests
+    from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+    from airflow_provider_cometapi.exceptions import CometAPIConnectionError, CometAPITimeoutError
+
+    settings = CometAPISettings(conn_id="my_conn", base_url="http://gateway.example")
+    streamed = requests.ConnectionError(ReadTimeoutError(None, "/x", "Read timed out."))  # type: ignore[arg-type]
+    assert isinstance(requests_failure(streamed, GET, settings, timed_out_after=None), CometAPITimeoutError)
+    broken = requests.ConnectionError(ProtocolError("Connection broken: IncompleteRead"))
+    error = requests_failure(broken, GET, settings, timed_out_after=None)
+    assert isinstance(error, CometAPIConnectionError) and error.request_sent
