@@ -86,29 +86,21 @@ def _server_stats(base_url: str, path: str) -> dict[str, Any]:
 
 
 class Phases:
-    """Seconds spent in the batch's own methods (timing wrappers; nested ones overlap)."""
+    """Seconds spent in the batch's own methods (timing wrappers; nested ones overlap, pool threads add up)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _add(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[key] += seconds
+            self.calls[key] += 1
 
     def wrap(self, owner: Any, name: str, key: str) -> None:
         original = getattr(owner, name)
         phases = self
-
-        if asyncio.iscoroutinefunction(original):
-
-            @functools.wraps(original)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    return await original(*args, **kwargs)
-                finally:
-                    phases.seconds[key] += time.perf_counter() - started
-                    phases.calls[key] += 1
-
-            setattr(owner, name, timed_async)
-            return
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -116,24 +108,9 @@ class Phases:
             try:
                 return original(*args, **kwargs)
             finally:
-                phases.seconds[key] += time.perf_counter() - started
-                phases.calls[key] += 1
+                phases._add(key, time.perf_counter() - started)
 
         setattr(owner, name, timed)
-
-    def count_sleeps(self, pacer_class: Any) -> None:
-        """The pace's waits: ``create_wave`` sleeps each positive ``delay()`` it is given."""
-        original = pacer_class.delay
-        phases = self
-
-        def delay(pacer: Any) -> float:
-            seconds: float = original(pacer)
-            if seconds > 0:
-                phases.seconds["pace_sleep"] += seconds
-                phases.calls["pace_sleep"] += 1
-            return seconds
-
-        pacer_class.delay = delay
 
 
 def batch_inputs(n: int, low: float, high: float, seed: int = 17) -> list[dict[str, Any]]:
@@ -163,19 +140,18 @@ def worker_child(args: argparse.Namespace) -> int:
     """One batch task, as a worker runs it; writes its figures to ``--result``."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from airflow_provider_cometapi.batch import pacing, run
+    from airflow_provider_cometapi.batch import run
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
     from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOperator
 
     phases = Phases()
-    phases.wrap(run.BatchRun, "create_wave", "create_wave")
-    phases.wrap(run.BatchRun, "record_finished", "record_and_store")
+    phases.wrap(run.BatchRun, "create_and_store", "worker_loop")
+    phases.wrap(run.BatchRun, "_await_news", "loop_waits")
+    phases.wrap(run.BatchRun, "_settle", "store_in_pool")
     phases.wrap(run.BatchRun, "checkpoint", "checkpoint")
     phases.wrap(run.BatchRun, "policy_exceeded", "policy_check")
     phases.wrap(CometAPIHook, "create_prediction", "create_http")
-    phases.wrap(CreatePredictionBatchOperator, "_wait", "wait_on_worker")
     phases.wrap(CreatePredictionBatchOperator, "_open", "open_manifest")
-    phases.count_sleeps(pacing.CreatePacer)
 
     inputs = batch_inputs(args.n, args.min_duration, args.max_duration)
     deferrable = args.mode == "deferrable"
