@@ -22,8 +22,10 @@ The parent samples the emulator's counters four times a second and reports, for 
 - **lost inputs**: manifest lines missing or not terminal, succeeded lines without their stored
   files, predictions the emulator has that the manifest does not name (goal 0);
 - the worker's **peak RSS** (the child's own ``ru_maxrss``, Airflow imports included; goal
-  <= 300 MB), wall time, CPU, and where the time went (creating, waiting, storing, manifest
-  checkpoints, pacing sleeps), measured by timing wrappers around the batch's own methods.
+  <= 300 MB), wall time, CPU, and where the time went (the worker loop, its sleeps between
+  creates and while idle, the creates' HTTP, storing in the pool (summed over its threads),
+  manifest checkpoints, the policy check), measured by timing wrappers around the batch's own
+  methods.
 
 ``--trigger-n N`` (default 1,000, the most ``max_in_flight`` allows) also measures the batch
 trigger's CPU per poll on its own, against ``trigger_scale.py``'s lean floor: N predictions on

@@ -127,6 +127,7 @@ class BatchRun:
         self._poller: BackgroundPoller | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._storing: dict[Future[Settled], ManifestEntry] = {}
+        self._storing_ids: set[str] = set()
         self._stored: deque[Future[Settled]] = deque()
         self.poll_error: str | None = None
 
@@ -356,8 +357,7 @@ class BatchRun:
     # --- The poller and the store pool ---------------------------------------------------
 
     def _start_poller(self) -> None:
-        storing = {entry.prediction_id for entry in self._storing.values()}
-        ids = [entry.prediction_id for entry in self.running() if entry.prediction_id not in storing]
+        ids = [entry.prediction_id for entry in self.running() if entry.prediction_id not in self._storing_ids]
         self._poller = BackgroundPoller(
             self._async_hook,
             conn_id=self.hook.cometapi_conn_id,
@@ -396,20 +396,22 @@ class BatchRun:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         self._storing.clear()
+        self._storing_ids.clear()
         self._stored.clear()
 
     def _store(self, ended: Mapping[str, str]) -> None:
         """Hand the predictions that ended to the store pool (ids of earlier attempts, or recorded, skipped)."""
-        storing = {entry.prediction_id for entry in self._storing.values()}
         for prediction_id in ended:
             entry = self._by_id.get(prediction_id)
-            if entry is None or entry.is_final or entry.prediction_id != prediction_id or prediction_id in storing:
+            if entry is None or entry.is_final or entry.prediction_id != prediction_id:
+                continue
+            if prediction_id in self._storing_ids:
                 continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=STORE_CONCURRENCY, thread_name_prefix="cometapi-store")
             future = self._pool.submit(self._settle, prediction_id)
             self._storing[future] = entry
-            storing.add(prediction_id)
+            self._storing_ids.add(prediction_id)
             future.add_done_callback(self._stored_one)
 
     def _stored_one(self, future: Future[Settled]) -> None:
@@ -424,6 +426,7 @@ class BatchRun:
             entry = self._storing.pop(future, None)
             if entry is None or future.cancelled():
                 continue
+            self._storing_ids.discard(entry.prediction_id or "")
             self._apply(entry, future.result())  # DestinationNotWritableError: the batch stops
             if entry.is_running and entry.prediction_id:
                 self._watch(entry.prediction_id)  # not known now, or not ended after all

@@ -56,9 +56,11 @@ class CreatePredictionBatchOperator(BaseOperator):
     Every input is checked locally before anything is created; a bad one fails the task naming
     its index (and line, for a file), with nothing created. Creates are paced: at most
     ``max_in_flight`` unfinished, at most ``creates_per_minute``, slower while CometAPI answers
-    HTTP 429. Waiting is deferred to one ``PredictionBatchTrigger`` (or, with
-    ``deferrable=False``, the same loop on the worker); the task resumes to store what finished
-    and create the next wave. The manifest (JSON Lines, one line per input: index, input,
+    HTTP 429. While it creates, the predictions that end are found (polled on a thread of their
+    own) and stored, so creating never pauses for them. Once nothing more can be created (every
+    input created, or every slot taken) and nothing is being stored, the wait is deferred to one
+    ``PredictionBatchTrigger`` (with ``deferrable=False`` the worker polls on); the task resumes
+    to store what ended while it creates the rest. The manifest (JSON Lines, one line per input: index, input,
     prediction id, status, error, stored URIs or output URLs, attempts) records each prediction
     id within ``CHECKPOINT_SECONDS`` of its creation; a later try, or a cleared task, reads it
     back and never creates a second prediction for an input that has one. See docs/batch.md.
