@@ -92,12 +92,14 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def _add(self, key: str, seconds: float) -> None:
+    def _add(self, key: str, seconds: float, cpu_seconds: float) -> None:
         with self._lock:
             self.seconds[key] += seconds
+            self.cpu_seconds[key] += cpu_seconds
             self.calls[key] += 1
 
     def wrap(self, owner: Any, name: str, key: str) -> None:
@@ -106,11 +108,11 @@ class Phases:
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                phases._add(key, time.perf_counter() - started)
+                phases._add(key, time.perf_counter() - started, time.thread_time() - cpu_started)
 
         setattr(owner, name, timed)
 
@@ -142,7 +144,7 @@ def worker_child(args: argparse.Namespace) -> int:
     """One batch task, as a worker runs it; writes its figures to ``--result``."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from airflow_provider_cometapi.batch import run
+    from airflow_provider_cometapi.batch import poller, run
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
     from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOperator
 
@@ -150,6 +152,7 @@ def worker_child(args: argparse.Namespace) -> int:
     phases.wrap(run.BatchRun, "create_and_store", "worker_loop")
     phases.wrap(run.BatchRun, "_await_news", "loop_waits")
     phases.wrap(run.BatchRun, "_settle", "store_in_pool")
+    phases.wrap(poller.BackgroundPoller, "_main", "poller_thread")
     phases.wrap(run.BatchRun, "checkpoint", "checkpoint")
     phases.wrap(run.BatchRun, "policy_exceeded", "policy_check")
     phases.wrap(CometAPIHook, "create_prediction", "create_http")
@@ -221,6 +224,7 @@ def worker_child(args: argparse.Namespace) -> int:
         "rss_before_mib": rss_before,
         "peak_rss_mib": max(_peak_rss_mib(), _rss_mib()),
         "phases_s": dict(phases.seconds),
+        "phases_cpu_s": dict(phases.cpu_seconds),
         "phase_calls": dict(phases.calls),
         "trigger_in_process": trigger if deferrable else None,
     }
@@ -599,6 +603,8 @@ def print_report(report: dict[str, Any]) -> None:
             "  time: "
             + ", ".join(f"{name} {seconds:.1f} s ({calls.get(name, 0):,})" for name, seconds in sorted(phases.items()))
         )
+        cpu = batch.get("phases_cpu_s", {})
+        print("  CPU (own thread): " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(cpu.items())))
         tip = batch.get("trigger_in_process")
         if tip:
             per_poll = ratio(1000 * tip["cpu_s"], tip["polls"])

@@ -17,15 +17,29 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_provider_cometapi.batch.watch import BatchWatch, poll_round
 
 if TYPE_CHECKING:
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+    from airflow_provider_cometapi.models import Prediction
     from airflow_provider_cometapi.retry import LoggerLike
 
 _STOP_SECONDS = 30.0
+
+
+@dataclass
+class _AnsweringWatch(BatchWatch):
+    """The batch watch, keeping each final answer: the worker stores from it without asking again."""
+
+    answers: dict[str, Prediction] = field(init=False, default_factory=dict)
+
+    def observe(self, prediction_id: str, prediction: Prediction) -> None:
+        super().observe(prediction_id, prediction)
+        if prediction.is_terminal:
+            self.answers[prediction_id] = prediction
 
 
 class BackgroundPoller:
@@ -54,7 +68,7 @@ class BackgroundPoller:
         """Why polling broke for good (every poll failing ``MAX_FAILED_POLLS`` rounds in a row)."""
         self._lock = threading.Lock()
         self._added: list[str] = []
-        self._ended: dict[str, str] = {}
+        self._ended: dict[str, Prediction | str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
@@ -72,13 +86,16 @@ class BackgroundPoller:
         with self._lock:
             self._added.append(prediction_id)
 
-    def take_ended(self) -> dict[str, str]:
-        """The predictions that ended since the last call: id to terminal status (or ``lost``)."""
+    def take_ended(self) -> dict[str, Prediction | str]:
+        """
+        The predictions that ended since the last call: id to the poll's answer (fresh output
+        URLs), or ``lost`` when polling it failed for good (the worker asks once more).
+        """
         with self._lock:
             ended, self._ended = self._ended, {}
         return ended
 
-    def stop(self) -> dict[str, str]:
+    def stop(self) -> dict[str, Prediction | str]:
         """Stop after the round in flight (bounded); what ended and was not taken yet."""
         self._stop_requested = True
         loop, stopping = self._loop, self._stopping
@@ -102,7 +119,7 @@ class BackgroundPoller:
     async def _poll(self) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         self._started.set()
-        watch = BatchWatch(
+        watch = _AnsweringWatch(
             prediction_ids=[],
             poll_interval=self.poll_interval,
             deadline=self.deadline,
@@ -132,7 +149,9 @@ class BackgroundPoller:
                     self.error = event["message"]
                 if watch.finished or self.error:
                     with self._lock:
-                        self._ended.update(watch.finished)
+                        for prediction_id, status in watch.finished.items():
+                            self._ended[prediction_id] = watch.answers.pop(prediction_id, status)
                     watch.finished.clear()
+                    watch.answers.clear()
                     self.news.set()
                 round_seconds = time.monotonic() - started

@@ -272,7 +272,7 @@ class BatchRun:
 
     # --- The loop ------------------------------------------------------------------------
 
-    def create_and_store(self, ended: Mapping[str, str], *, defer_when_idle: bool) -> LoopEnd:
+    def create_and_store(self, ended: Mapping[str, Prediction | str], *, defer_when_idle: bool) -> LoopEnd:
         """
         Create, and record and store what ends, until the batch ends or must stop.
 
@@ -399,9 +399,13 @@ class BatchRun:
         self._storing_ids.clear()
         self._stored.clear()
 
-    def _store(self, ended: Mapping[str, str]) -> None:
-        """Hand the predictions that ended to the store pool (ids of earlier attempts, or recorded, skipped)."""
-        for prediction_id in ended:
+    def _store(self, ended: Mapping[str, Prediction | str]) -> None:
+        """
+        Hand the predictions that ended to the store pool (ids of earlier attempts, or recorded,
+        skipped). Each is the poller's final answer, stored from as it is, or a status (an
+        event's), for which the pool asks again.
+        """
+        for prediction_id, answer in ended.items():
             entry = self._by_id.get(prediction_id)
             if entry is None or entry.is_final or entry.prediction_id != prediction_id:
                 continue
@@ -409,7 +413,7 @@ class BatchRun:
                 continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=STORE_CONCURRENCY, thread_name_prefix="cometapi-store")
-            future = self._pool.submit(self._settle, prediction_id)
+            future = self._pool.submit(self._settle, prediction_id, answer if isinstance(answer, Prediction) else None)
             self._storing[future] = entry
             self._storing_ids.add(prediction_id)
             future.add_done_callback(self._stored_one)
@@ -443,7 +447,7 @@ class BatchRun:
         finally:
             self._stop_background()
 
-    def unstored(self) -> dict[str, str]:
+    def unstored(self) -> dict[str, Prediction | str]:
         """The succeeded predictions whose outputs are not stored yet (a resumed manifest's), to store."""
         if self.directory is None:
             return {}
@@ -458,8 +462,13 @@ class BatchRun:
         """``prediction``'s state into ``entry``; a succeeded one is stored first when there is a destination."""
         self._apply(entry, self._outcome(prediction))
 
-    def _settle(self, prediction_id: str) -> Settled:
-        """On a pool thread: the prediction asked for again, and stored if it succeeded. Never touches entries."""
+    def _settle(self, prediction_id: str, answer: Prediction | None = None) -> Settled:
+        """
+        On a pool thread: the prediction stored if it succeeded, from ``answer`` (a poll's,
+        seconds old) or else asked for again. Never touches entries.
+        """
+        if answer is not None and answer.is_terminal:
+            return self._outcome(answer)
         try:
             prediction = self.hook.get_prediction(prediction_id, deadline=self.deadline + CANCEL_TIMEOUT)
         except PredictionNotFoundError as error:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_cometapi.batch.watch import Progress
+    from airflow_provider_cometapi.models import Prediction
 
 # Outputs that ended wait at most this long in the trigger before the worker stores them: far
 # under the hour after which their files expire.
@@ -239,12 +240,13 @@ class CreatePredictionBatchOperator(BaseOperator):
             run.close()
 
     def _steps(self, context: Context, run: BatchRun, event: BatchEvent | None) -> dict[str, Any]:
+        ended: dict[str, Prediction | str]
         if event is not None:
             self.log.info(event["message"])
             if event["reason"] == "error":
                 run.record_finished(event["finished"])
                 self._broken(run, event["message"])
-            ended = event["finished"]
+            ended = dict(event["finished"])
         else:
             ended = run.unstored()
         why = run.create_and_store(ended, defer_when_idle=self.deferrable)

@@ -230,7 +230,7 @@ def test_throttled_creates_slow_the_pace_and_are_not_repeated(tmp_path, cometapi
 
 
 def test_a_gateway_that_limits_creates_slows_the_batch_without_duplicates(tmp_path, cometapi_conn):
-    cometapi_conn.set_create_limit(600, burst=3)  # the emulator's per-key limit: 429 with Retry-After
+    cometapi_conn.set_create_limit(120, burst=1)  # the emulator's per-key limit: 429 with Retry-After
     op = operator(tmp_path, inputs(8), deferrable=False, creates_per_minute=6000)
     result = op.execute(context())
     stats = cometapi_conn.stats()
