@@ -22,8 +22,10 @@ The parent samples the emulator's counters four times a second and reports, for 
 - **lost inputs**: manifest lines missing or not terminal, succeeded lines without their stored
   files, predictions the emulator has that the manifest does not name (goal 0);
 - the worker's **peak RSS** (the child's own ``ru_maxrss``, Airflow imports included; goal
-  <= 300 MB), wall time, CPU, and where the time went (creating, waiting, storing, manifest
-  checkpoints, pacing sleeps), measured by timing wrappers around the batch's own methods.
+  <= 300 MB), wall time, CPU, and where the time went (the worker loop, its sleeps between
+  creates and while idle, the creates' HTTP, storing in the pool (summed over its threads),
+  manifest checkpoints, the policy check), measured by timing wrappers around the batch's own
+  methods.
 
 ``--trigger-n N`` (default 1,000, the most ``max_in_flight`` allows) also measures the batch
 trigger's CPU per poll on its own, against ``trigger_scale.py``'s lean floor: N predictions on
@@ -86,54 +88,33 @@ def _server_stats(base_url: str, path: str) -> dict[str, Any]:
 
 
 class Phases:
-    """Seconds spent in the batch's own methods (timing wrappers; nested ones overlap)."""
+    """Seconds spent in the batch's own methods (timing wrappers; nested ones overlap, pool threads add up)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _add(self, key: str, seconds: float, cpu_seconds: float) -> None:
+        with self._lock:
+            self.seconds[key] += seconds
+            self.cpu_seconds[key] += cpu_seconds
+            self.calls[key] += 1
 
     def wrap(self, owner: Any, name: str, key: str) -> None:
         original = getattr(owner, name)
         phases = self
 
-        if asyncio.iscoroutinefunction(original):
-
-            @functools.wraps(original)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    return await original(*args, **kwargs)
-                finally:
-                    phases.seconds[key] += time.perf_counter() - started
-                    phases.calls[key] += 1
-
-            setattr(owner, name, timed_async)
-            return
-
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                phases.seconds[key] += time.perf_counter() - started
-                phases.calls[key] += 1
+                phases._add(key, time.perf_counter() - started, time.thread_time() - cpu_started)
 
         setattr(owner, name, timed)
-
-    def count_sleeps(self, pacer_class: Any) -> None:
-        """The pace's waits: ``create_wave`` sleeps each positive ``delay()`` it is given."""
-        original = pacer_class.delay
-        phases = self
-
-        def delay(pacer: Any) -> float:
-            seconds: float = original(pacer)
-            if seconds > 0:
-                phases.seconds["pace_sleep"] += seconds
-                phases.calls["pace_sleep"] += 1
-            return seconds
-
-        pacer_class.delay = delay
 
 
 def batch_inputs(n: int, low: float, high: float, seed: int = 17) -> list[dict[str, Any]]:
@@ -163,19 +144,19 @@ def worker_child(args: argparse.Namespace) -> int:
     """One batch task, as a worker runs it; writes its figures to ``--result``."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from airflow_provider_cometapi.batch import pacing, run
+    from airflow_provider_cometapi.batch import poller, run
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
     from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOperator
 
     phases = Phases()
-    phases.wrap(run.BatchRun, "create_wave", "create_wave")
-    phases.wrap(run.BatchRun, "record_finished", "record_and_store")
+    phases.wrap(run.BatchRun, "create_and_store", "worker_loop")
+    phases.wrap(run.BatchRun, "_await_news", "loop_waits")
+    phases.wrap(run.BatchRun, "_settle", "store_in_pool")
+    phases.wrap(poller.BackgroundPoller, "_main", "poller_thread")
     phases.wrap(run.BatchRun, "checkpoint", "checkpoint")
     phases.wrap(run.BatchRun, "policy_exceeded", "policy_check")
     phases.wrap(CometAPIHook, "create_prediction", "create_http")
-    phases.wrap(CreatePredictionBatchOperator, "_wait", "wait_on_worker")
     phases.wrap(CreatePredictionBatchOperator, "_open", "open_manifest")
-    phases.count_sleeps(pacing.CreatePacer)
 
     inputs = batch_inputs(args.n, args.min_duration, args.max_duration)
     deferrable = args.mode == "deferrable"
@@ -243,6 +224,7 @@ def worker_child(args: argparse.Namespace) -> int:
         "rss_before_mib": rss_before,
         "peak_rss_mib": max(_peak_rss_mib(), _rss_mib()),
         "phases_s": dict(phases.seconds),
+        "phases_cpu_s": dict(phases.cpu_seconds),
         "phase_calls": dict(phases.calls),
         "trigger_in_process": trigger if deferrable else None,
     }
@@ -621,6 +603,8 @@ def print_report(report: dict[str, Any]) -> None:
             "  time: "
             + ", ".join(f"{name} {seconds:.1f} s ({calls.get(name, 0):,})" for name, seconds in sorted(phases.items()))
         )
+        cpu = batch.get("phases_cpu_s", {})
+        print("  CPU (own thread): " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(cpu.items())))
         tip = batch.get("trigger_in_process")
         if tip:
             per_poll = ratio(1000 * tip["cpu_s"], tip["polls"])

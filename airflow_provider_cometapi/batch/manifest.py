@@ -81,6 +81,19 @@ class ManifestEntry:
     def unsuccessful(self) -> bool:
         return self.status in UNSUCCESSFUL_STATUSES or self.status == UNCERTAIN
 
+    def state(self) -> tuple[Any, ...]:
+        """Every field a batch changes, compared by value: equal states render the same line."""
+        return (
+            self.prediction_id,
+            self.status,
+            self.error,
+            tuple(self.outputs),
+            None if self.stored is None else tuple(self.stored),
+            self.attempts,
+            tuple(self.previous_ids),
+            self.cancelled,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "v": MANIFEST_VERSION,
@@ -216,19 +229,50 @@ def parse_manifest(lines: Iterable[str | bytes], *, uri: str) -> list[ManifestEn
     return [by_index[index] for index in range(len(by_index))]
 
 
-def render_manifest(entries: Sequence[ManifestEntry]) -> Iterator[bytes]:
-    """The manifest's bytes, in chunks of about 256 KiB (never the whole file in memory twice)."""
-    chunk: list[str] = []
+def render_line(entry: ManifestEntry) -> bytes:
+    return (json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def render_manifest(entries: Sequence[ManifestEntry], lines: RenderedLines | None = None) -> Iterator[bytes]:
+    """
+    The manifest's bytes, in chunks of about 256 KiB (never the whole file in memory twice).
+
+    :param lines: the lines of the last rendering, kept: only the entries that changed since
+        are encoded again.
+    """
+    render = render_line if lines is None else lines.line
+    chunk: list[bytes] = []
     size = 0
     for entry in entries:
-        line = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = render(entry)
         chunk.append(line)
         size += len(line)
         if size >= _CHUNK_BYTES:
-            yield "".join(chunk).encode()
+            yield b"".join(chunk)
             chunk, size = [], 0
     if chunk:
-        yield "".join(chunk).encode()
+        yield b"".join(chunk)
+
+
+class RenderedLines:
+    """
+    Each entry's line as last rendered, with the state it was rendered from.
+
+    A checkpoint of 10,000 lines while a batch runs has a few hundred that changed: comparing
+    states is an order of magnitude cheaper than encoding every line again.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[int, tuple[tuple[Any, ...], bytes]] = {}
+
+    def line(self, entry: ManifestEntry) -> bytes:
+        state = entry.state()
+        kept = self._lines.get(entry.index)
+        if kept is not None and kept[0] == state:
+            return kept[1]
+        line = render_line(entry)
+        self._lines[entry.index] = (state, line)
+        return line
 
 
 def read_manifest(path: ObjectStoragePath) -> list[ManifestEntry] | None:
@@ -313,8 +357,8 @@ class Journal:
             self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(self._handle, f'{{"index":{index},"prediction_id":"{prediction_id}"}}\n'.encode())
 
-    def read(self) -> dict[int, str]:
-        """Index to prediction id, in the order written (a later id for an index wins)."""
+    def read(self) -> dict[int, list[str]]:
+        """Index to the prediction ids written for it, in the order written (a retried input has several)."""
         try:
             with open(self.path, "rb") as handle:
                 data = handle.read()
@@ -324,7 +368,7 @@ class Journal:
             raise BatchManifestError(f"Cannot read the batch journal {self.path}: {error}.") from error
         lines = data.split(b"\n")
         complete, last = lines[:-1], lines[-1]  # ``last`` is empty unless the final write was cut
-        ids: dict[int, str] = {}
+        ids: dict[int, list[str]] = {}
         for number, raw in enumerate(complete, start=1):
             if not raw.strip():
                 continue
@@ -335,7 +379,7 @@ class Journal:
                     raise ValueError("index")
             except (ValueError, KeyError, TypeError, InvalidPredictionIdError):
                 raise _corrupt(f"line {number} of the journal {self.path}", "is not one of ours") from None
-            ids[index] = prediction_id
+            ids.setdefault(index, []).append(prediction_id)
         del last
         return ids
 
@@ -356,13 +400,25 @@ class Journal:
             os.close(handle)
 
 
-def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, str]) -> int:
-    """Give pending entries the ids the journal has for them; how many were given."""
+def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, Sequence[str]]) -> int:
+    """
+    Give the entries the ids the journal has and the manifest lacks; how many were given.
+
+    The journal holds only ids created since the manifest was last written (each checkpoint
+    empties it), so an id the entry does not know is newer than the one it has: an input
+    created again (``retry_failed``) keeps its earlier id in ``previous_ids``.
+    """
     given = 0
-    for index, prediction_id in journaled.items():
-        if 0 <= index < len(entries):
-            entry = entries[index]
-            if entry.prediction_id is None and entry.status == PENDING and prediction_id not in entry.previous_ids:
-                entry.prediction_id, entry.status, entry.attempts = prediction_id, "starting", entry.attempts + 1
-                given += 1
+    for index, prediction_ids in journaled.items():
+        if not 0 <= index < len(entries):
+            continue
+        entry = entries[index]
+        for prediction_id in prediction_ids:
+            if prediction_id == entry.prediction_id or prediction_id in entry.previous_ids:
+                continue  # written to the manifest before the journal was emptied
+            if entry.prediction_id is not None:
+                entry.previous_ids.append(entry.prediction_id)
+            entry.prediction_id, entry.status, entry.attempts = prediction_id, "starting", entry.attempts + 1
+            entry.error, entry.outputs, entry.stored = None, [], None
+            given += 1
     return given

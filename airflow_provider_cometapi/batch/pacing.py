@@ -4,10 +4,17 @@ How fast a batch creates: at most ``max_in_flight`` unfinished predictions, at m
 
 ``CreatePacer`` holds no I/O: it is told the clock, each create and each HTTP 429, and says how
 long to wait before the next create. The pace is a token bucket refilled at the current rate
-(at most one second's worth banked, so a pause never turns into a burst). A 429 halves the rate
-(at most once a second, since one burst of throttling answers many creates at once), down to a
-floor of a twentieth of the limit; after ``RECOVERY_DELAY`` seconds without one, the rate grows
-back by a tenth of the limit each second.
+(at most one second's worth banked, so a pause never turns into a burst). It runs a hair under
+the limit (``PACE_FRACTION``): against a gateway whose bucket refills exactly as fast, arrival
+jitter alone would drain that bucket and draw 429s; a few percent under, it stays full.
+
+A 429 is met gently: the rate drops by ``SLOWDOWN_FACTOR`` (at most once per
+``SLOWDOWN_COOLDOWN``, since one burst of throttling answers several creates), down to a floor of
+a twentieth of the limit; after ``RECOVERY_DELAY`` quiet seconds it grows back by
+``RECOVERY_PER_SECOND`` of the limit each second. The wait the gateway asks for (``Retry-After``)
+is the retry policy's (``RetryPolicy.on_throttled`` tells the pacer), so the pace need not also
+halve: a gateway slower than ``creates_per_minute`` still brings it down, a tenth or so per second
+of 429s, to where the 429s stop.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ from airflow_provider_cometapi.exceptions import InvalidParameterError
 
 MAX_IN_FLIGHT = 1000
 MAX_CREATES_PER_MINUTE = 100_000.0
-SLOWDOWN_FACTOR = 0.5
+# The steady pace, of creates_per_minute: what arrival jitter needs to never drain the gateway's bucket.
+PACE_FRACTION = 0.97
+SLOWDOWN_FACTOR = 0.85
 MIN_RATE_FRACTION = 0.05
 SLOWDOWN_COOLDOWN = 1.0
-RECOVERY_DELAY = 10.0
-RECOVERY_PER_SECOND = 0.1
+RECOVERY_DELAY = 2.0
+RECOVERY_PER_SECOND = 0.05
 _EPSILON = 1e-9
 
 
@@ -58,13 +67,14 @@ class CreatePacer:
     """
     The pace of a batch's creates.
 
-    :param creates_per_minute: the ceiling of the rate.
+    :param creates_per_minute: the ceiling of the rate; the pace is ``PACE_FRACTION`` of it.
     :param clock: monotonic seconds; tests pass a fake one.
     """
 
     def __init__(self, creates_per_minute: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = creates_per_minute / 60.0
-        self.rate = self.limit
+        self.target = self.limit * PACE_FRACTION
+        self.rate = self.target
         self.clock = clock
         self._tokens = 1.0
         self._updated = clock()
@@ -81,11 +91,11 @@ class CreatePacer:
         now = self.clock()
         elapsed = max(0.0, now - self._updated)
         self._updated = now
-        if self._last_throttle is not None and self.rate < self.limit:
+        if self._last_throttle is not None and self.rate < self.target:
             quiet = now - self._last_throttle - RECOVERY_DELAY
             if quiet > 0:
                 grow = min(elapsed, quiet) * RECOVERY_PER_SECOND * self.limit
-                self.rate = min(self.limit, self.rate + grow)
+                self.rate = min(self.target, self.rate + grow)
         self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
 
     def delay(self) -> float:
@@ -100,7 +110,7 @@ class CreatePacer:
         self._tokens -= 1.0
 
     def throttled(self, error: object = None) -> None:
-        """The gateway answered HTTP 429: halve the rate (at most once per ``SLOWDOWN_COOLDOWN``)."""
+        """The gateway answered HTTP 429: slow down by ``SLOWDOWN_FACTOR`` (at most once per ``SLOWDOWN_COOLDOWN``)."""
         self._refill()
         now = self.clock()
         self.throttles += 1
@@ -117,7 +127,7 @@ class CreatePacer:
         The 429 that slowed it came before the wait: recovery starts ``RECOVERY_DELAY`` from
         now, as after a throttle, instead of never.
         """
-        if 0 < rate < self.limit:
+        if 0 < rate < self.target:
             self.rate = rate
             self._last_throttle = self.clock()
 

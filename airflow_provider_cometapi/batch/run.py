@@ -1,29 +1,35 @@
 """
-One batch on the worker: its inputs, its manifest, and the steps between two waits.
+One batch on the worker: its inputs, its manifest, and its one loop.
 
 ``BatchRun`` is what ``CreatePredictionBatchOperator`` drives, as fresh after every deferral
-(it is rebuilt from the manifest, since a resumed task is a new object). A step records what
-ended (asking CometAPI for each again, for fresh output URLs), stores the outputs of those that
-succeeded (``storage.store_prediction``, the storage operator's own code path), gives failed
-inputs their new predictions (``retry_failed``), and creates a wave: as many as the free slots
-allow, at the pace's rate, each id written to the manifest at the next checkpoint (at most
-``CHECKPOINT_SECONDS`` later). The hook does every request.
+(it is rebuilt from the manifest, since a resumed task is a new object). Its loop,
+``create_and_store``, never stops creating to wait or to store: while inputs are pending and
+slots are free it creates at the pace's rate, and meanwhile a ``BackgroundPoller`` polls the
+running predictions on a thread of its own and a small thread pool asks CometAPI again about
+each one that ended (fresh output URLs) and stores its outputs (``storage.store_prediction``,
+the storage operator's own code path). Only this thread touches the entries: the pool and the
+poller hand results back. Failed inputs get their new predictions (``retry_failed``). Each id
+is in the journal (local manifests) as soon as the create answers, and in the manifest at the
+next checkpoint. The hook does every request.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_cometapi.batch import manifest as manifest_lines
 from airflow_provider_cometapi.batch.inputs import BatchInput
 from airflow_provider_cometapi.batch.manifest import PENDING, UNCERTAIN, ManifestEntry, shown_input
-from airflow_provider_cometapi.batch.pacing import CreatePacer, slots
+from airflow_provider_cometapi.batch.pacing import CreatePacer
+from airflow_provider_cometapi.batch.poller import BackgroundPoller
 from airflow_provider_cometapi.batch.watch import PROGRESS_SECONDS, Progress
 from airflow_provider_cometapi.exceptions import (
     BatchFailedError,
@@ -45,9 +51,12 @@ if TYPE_CHECKING:
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
     from airflow_provider_cometapi.retry import LoggerLike
 
-# The manifest is rewritten at most this often while creating or storing (and always before a
-# wait and at the end): a worker killed mid-wave loses at most the ids of this many seconds.
+# The manifest is rewritten at most this often while the batch runs (and always before a wait
+# and at the end). In an object store that is the window of ids a killed worker may lose.
 CHECKPOINT_SECONDS = 1.0
+# Beside a journal (a local or shared disk) every id is durable the moment its create answers;
+# the manifest then only spares a resume asking again about what ended, so it is written less.
+JOURNALED_CHECKPOINT_SECONDS = 5.0
 # Creates in a row that fail without an id (5xx, timeouts, resets, refused) before the batch stops.
 MAX_CREATE_FAILURES = 3
 CANCEL_CONCURRENCY = 16
@@ -55,12 +64,18 @@ CANCEL_CONCURRENCY = 16
 STORE_CONCURRENCY = 8
 _DATA_URI_PREVIEW = 48
 
+LoopEnd = Literal["ended", "idle", "failed", "timeout", "broken"]
+"""Why ``create_and_store`` returned: every input ended; nothing can be created now and only
+waiting is left (``defer_when_idle``); the failure policy is exceeded; the deadline passed;
+polling kept failing (``poll_error``)."""
+
 
 class BatchRun:
     """
     :param entries: the manifest's entries, one per input, in order.
     :param inputs: the checked inputs, in the same order (what a create sends).
     :param directory: where outputs are stored, or ``None`` (the manifest keeps the output URLs).
+    :param poll_interval: seconds between two polls of one running prediction.
     """
 
     def __init__(
@@ -78,7 +93,7 @@ class BatchRun:
         max_in_flight: int,
         deadline: float,
         log: LoggerLike,
-        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 5.0,
     ) -> None:
         self.hook = hook
         self.model = model
@@ -92,13 +107,29 @@ class BatchRun:
         self.max_in_flight = max_in_flight
         self.deadline = deadline
         self.log = log
-        self.sleep = sleep
+        self.poll_interval = poll_interval
         self._by_id = {entry.prediction_id: entry for entry in entries if entry.prediction_id}
         self._checkpointed = 0.0
         self._dirty = False
         self._logged = time.monotonic()
         self.created = 0
         self.journal = journal_for(manifest_folder, manifest_name)
+        self._lines = manifest_lines.RenderedLines()
+        # Running counts, kept by ``_update`` (every change of an entry goes through it): no
+        # decision before a create scans the entries.
+        self.in_flight = sum(1 for entry in entries if entry.is_running)
+        self._failed_for_good = sum(1 for entry in entries if self._fails_for_good(entry))
+        self._to_create: deque[ManifestEntry] = deque(entry for entry in entries if entry.status == PENDING)
+        self._to_renew: list[ManifestEntry] = [entry for entry in entries if self._may_renew(entry)]
+        self._create_failures = 0
+        # The overlap: the poller finds what ended, the pool stores it, this thread records it.
+        self._news = threading.Event()
+        self._poller: BackgroundPoller | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._storing: dict[Future[Settled], ManifestEntry] = {}
+        self._storing_ids: set[str] = set()
+        self._stored: deque[Future[Settled]] = deque()
+        self.poll_error: str | None = None
 
     @property
     def manifest_uri(self) -> str:
@@ -146,10 +177,14 @@ class BatchRun:
     # --- The manifest --------------------------------------------------------------------
 
     def checkpoint(self, *, force: bool = False) -> None:
-        """Rewrite the manifest (atomically) if it changed, at most every ``CHECKPOINT_SECONDS`` unless forced."""
-        if not force and (not self._dirty or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS):
+        """
+        Rewrite the manifest (atomically) if it changed, at most every ``CHECKPOINT_SECONDS``
+        (``JOURNALED_CHECKPOINT_SECONDS`` beside a journal) unless forced.
+        """
+        interval = CHECKPOINT_SECONDS if self.journal is None else JOURNALED_CHECKPOINT_SECONDS
+        if not force and (not self._dirty or time.monotonic() - self._checkpointed < interval):
             return
-        store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries))
+        store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries, self._lines))
         if self.journal is not None:
             self.journal.clear()  # every id it held is in the manifest now
         self._checkpointed = time.monotonic()
@@ -166,6 +201,7 @@ class BatchRun:
 
     def close(self, *, finished: bool = False) -> None:
         """Let go of the journal; a finished batch's manifest has every id, so its journal goes."""
+        self._stop_background()
         if self.journal is not None:
             self.journal.close()
             if finished:
@@ -180,10 +216,24 @@ class BatchRun:
                 if entry.name.startswith(prefix):
                     entry.unlink()
 
-    def _changed(self) -> None:
+    # --- State ---------------------------------------------------------------------------
+
+    def _update(self, entry: ManifestEntry, **changes: Any) -> None:
+        """Change ``entry`` and keep the running counts; the one way an entry changes."""
+        was_running, was_failed = entry.is_running, self._fails_for_good(entry)
+        for name, value in changes.items():
+            setattr(entry, name, value)
+        self.in_flight += entry.is_running - was_running
+        self._failed_for_good += self._fails_for_good(entry) - was_failed
+        if self._may_renew(entry):
+            self._to_renew.append(entry)
         self._dirty = True
 
-    # --- State ---------------------------------------------------------------------------
+    def _fails_for_good(self, entry: ManifestEntry) -> bool:
+        return entry.unsuccessful and not self.policy.may_retry(entry)
+
+    def _may_renew(self, entry: ManifestEntry) -> bool:
+        return entry.unsuccessful and self.policy.may_retry(entry)
 
     def counts(self) -> dict[str, int]:
         return manifest_lines.counts(self.entries)
@@ -203,10 +253,10 @@ class BatchRun:
 
     def failed_for_good(self) -> int:
         """Unsuccessful inputs that get no new prediction."""
-        return sum(1 for entry in self.entries if entry.unsuccessful and not self.policy.may_retry(entry))
+        return self._failed_for_good
 
     def policy_exceeded(self) -> bool:
-        return self.policy.exceeded(self.failed_for_good(), len(self.entries))
+        return self.policy.exceeded(self._failed_for_good, len(self.entries))
 
     def log_progress(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -214,52 +264,211 @@ class BatchRun:
             self._logged = now
             self.log.info("%s.", _line(self.counts()))
 
-    # --- One step ------------------------------------------------------------------------
+    def _next_to_create(self) -> ManifestEntry | None:
+        """The first input still waiting for a prediction (the queue drops what no longer waits)."""
+        while self._to_create and self._to_create[0].status != PENDING:
+            self._to_create.popleft()
+        return self._to_create[0] if self._to_create else None
 
-    def record_finished(self, finished: Mapping[str, str]) -> None:
-        """
-        Ask CometAPI again about each prediction that ended, and record (and store) it.
+    # --- The loop ------------------------------------------------------------------------
 
-        ``STORE_CONCURRENCY`` at a time (asking and downloading is waiting on the network); the
-        entries are updated here, on the calling thread, as each is done.
+    def create_and_store(self, ended: Mapping[str, Prediction | str], *, defer_when_idle: bool) -> LoopEnd:
         """
-        todo = [
-            entry
-            for prediction_id in finished
-            if (entry := self._by_id.get(prediction_id)) is not None and not entry.is_final
-        ]  # ids of earlier attempts, or recorded already, are skipped
-        if not todo:
-            return
-        fatal: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=min(STORE_CONCURRENCY, len(todo))) as pool:
-            futures = {pool.submit(self._settle, entry.prediction_id or ""): entry for entry in todo}
-            for future in as_completed(futures):
-                entry = futures[future]
-                try:
-                    self._apply(entry, future.result())
-                except DestinationNotWritableError as error:
-                    fatal = fatal or error
-                    pool.shutdown(wait=False, cancel_futures=True)
+        Create, and record and store what ends, until the batch ends or must stop.
+
+        ``ended`` are predictions already known to have ended (a trigger's event, or succeeded
+        ones a resumed manifest has not stored yet): they are stored first, concurrently with
+        the creates. While an input is pending and fewer than ``max_in_flight`` are unfinished,
+        the next create goes out as soon as the pace allows; in between, and whenever nothing
+        can be created, the loop records what the store pool finished and hands it what the
+        poller saw end. With ``defer_when_idle`` it returns ``idle`` once nothing can be created
+        (every input created, or every slot full) and nothing is being stored, so the caller
+        waits deferred with no worker slot held; else it waits here, polling on.
+        """
+        self._store(ended)
+        try:
+            while True:
+                self._record_stored()
+                if self._poller is not None:
+                    self._store(self._poller.take_ended())
+                    if self._poller.error is not None:
+                        self.poll_error = self._poller.error
+                        return self._end_loop("broken")
+                if self.policy_exceeded():
+                    return self._end_loop("failed")
+                if self.deadline_passed():
+                    return self._end_loop("timeout")
+                self.renew_failed()
+                if self.in_flight > len(self._storing) and self._poller is None:
+                    self._start_poller()
+                entry = self._next_to_create()
+                if entry is not None and self.in_flight < self.max_in_flight:
+                    delay = self.pacer.delay()
+                    if delay <= 0:
+                        self._create_next(entry)
+                    else:
+                        self.checkpoint()
+                        self._await_news(min(delay, max(0.0, self.deadline - time.time())))
+                    continue
+                if entry is None and self.in_flight == 0 and not self._storing:
+                    return "ended"
+                if defer_when_idle and not self._storing and self.in_flight > 0:
+                    if self._stop_poller():
+                        continue  # it saw more end on its way out: store them, maybe create more
+                    return "idle"
                 self.checkpoint()
                 self.log_progress()
-        if fatal is not None:
-            raise fatal
+                self._await_news(min(self.poll_interval, PROGRESS_SECONDS, max(0.0, self.deadline - time.time())))
+        finally:
+            self._stop_background()
 
-    def store_unstored(self) -> None:
-        """Store the succeeded predictions whose outputs are not stored yet (a resumed manifest's)."""
+    def _create_next(self, entry: ManifestEntry) -> None:
+        self.pacer.took()
+        outcome = self._create(entry)
+        if outcome == "throttled":
+            return  # still first in line; the pace has slowed
+        self._to_create.popleft()
+        if outcome == "failed":
+            self._create_failures += 1
+            if self._create_failures >= MAX_CREATE_FAILURES:
+                self.checkpoint(force=True)
+                raise self._last_create_error
+            if entry.status == PENDING:
+                self._to_create.append(entry)  # refused: nothing was created, tried again later
+        else:
+            self._create_failures = 0
+        if entry.is_running and entry.prediction_id:
+            self._watch(entry.prediction_id)
+        self.checkpoint()
+        self.log_progress()
+
+    def _await_news(self, timeout: float) -> None:
+        """Sleep until a store finishes or the poller sees an end, at most ``timeout`` seconds."""
+        self._news.wait(timeout)
+        self._news.clear()  # before looking: whatever arrives later wakes the next wait
+
+    def _end_loop(self, why: LoopEnd) -> LoopEnd:
+        """The stores in flight are waited for (bounded) and recorded, so the manifest has them."""
+        if self._storing:
+            wait(list(self._storing), timeout=CANCEL_TIMEOUT)
+            self._record_stored()
+        return why
+
+    # --- The poller and the store pool ---------------------------------------------------
+
+    def _start_poller(self) -> None:
+        ids = [entry.prediction_id for entry in self.running() if entry.prediction_id not in self._storing_ids]
+        self._poller = BackgroundPoller(
+            self._async_hook,
+            conn_id=self.hook.cometapi_conn_id,
+            poll_interval=self.poll_interval,
+            deadline=self.deadline,
+            log=self.log,
+            news=self._news,
+        ).start([prediction_id for prediction_id in ids if prediction_id])
+
+    def _async_hook(self, conn_id: str) -> CometAPIHook:
+        """The poller's hook, given the connection this thread read: no lookup from the poller's thread."""
+        hook = type(self.hook)(conn_id)
+        hook._settings = self.hook.settings
+        return hook
+
+    def _watch(self, prediction_id: str) -> None:
+        if self._poller is None:
+            self._start_poller()  # it takes every running id, this one with them
+        else:
+            self._poller.watch(prediction_id)
+
+    def _stop_poller(self) -> bool:
+        """Stop polling; store what it saw end on the way out. Whether there was any."""
+        poller, self._poller = self._poller, None
+        if poller is None:
+            return False
+        ended = poller.stop()
+        self._store(ended)
+        return bool(ended)
+
+    def _stop_background(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._storing.clear()
+        self._storing_ids.clear()
+        self._stored.clear()
+
+    def _store(self, ended: Mapping[str, Prediction | str]) -> None:
+        """
+        Hand the predictions that ended to the store pool (ids of earlier attempts, or recorded,
+        skipped). Each is the poller's final answer, stored from as it is, or a status (an
+        event's), for which the pool asks again.
+        """
+        for prediction_id, answer in ended.items():
+            entry = self._by_id.get(prediction_id)
+            if entry is None or entry.is_final or entry.prediction_id != prediction_id:
+                continue
+            if prediction_id in self._storing_ids:
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=STORE_CONCURRENCY, thread_name_prefix="cometapi-store")
+            future = self._pool.submit(self._settle, prediction_id, answer if isinstance(answer, Prediction) else None)
+            self._storing[future] = entry
+            self._storing_ids.add(prediction_id)
+            future.add_done_callback(self._stored_one)
+
+    def _stored_one(self, future: Future[Settled]) -> None:
+        """On a pool thread: hand the result over and wake the loop."""
+        self._stored.append(future)
+        self._news.set()
+
+    def _record_stored(self) -> None:
+        """Record the stores that finished, on this thread; one still running is polled again."""
+        while self._stored:
+            future = self._stored.popleft()
+            entry = self._storing.pop(future, None)
+            if entry is None or future.cancelled():
+                continue
+            self._storing_ids.discard(entry.prediction_id or "")
+            self._apply(entry, future.result())  # DestinationNotWritableError: the batch stops
+            if entry.is_running and entry.prediction_id:
+                self._watch(entry.prediction_id)  # not known now, or not ended after all
+            self.checkpoint()
+            self.log_progress()
+
+    def record_finished(self, finished: Mapping[str, str]) -> None:
+        """Ask CometAPI again about each prediction that ended, and record (and store) it; returns when done."""
+        self._store(finished)
+        try:
+            while self._storing:
+                wait(list(self._storing))
+                self._record_stored()
+        finally:
+            self._stop_background()
+
+    def unstored(self) -> dict[str, Prediction | str]:
+        """The succeeded predictions whose outputs are not stored yet (a resumed manifest's), to store."""
         if self.directory is None:
-            return
+            return {}
         unstored = [entry for entry in self.entries if entry.succeeded and entry.stored is None and entry.prediction_id]
         for entry in unstored:
-            entry.status = "processing"  # recorded again from a fresh answer
-        self.record_finished({entry.prediction_id or "": "succeeded" for entry in unstored})
+            self._update(entry, status="processing")  # recorded again from a fresh answer
+        return {entry.prediction_id or "": "succeeded" for entry in unstored}
+
+    # --- One prediction ------------------------------------------------------------------
 
     def record(self, entry: ManifestEntry, prediction: Prediction) -> None:
         """``prediction``'s state into ``entry``; a succeeded one is stored first when there is a destination."""
         self._apply(entry, self._outcome(prediction))
 
-    def _settle(self, prediction_id: str) -> Settled:
-        """On a pool thread: the prediction asked for again, and stored if it succeeded. Never touches entries."""
+    def _settle(self, prediction_id: str, answer: Prediction | None = None) -> Settled:
+        """
+        On a pool thread: the prediction stored if it succeeded, from ``answer`` (a poll's,
+        seconds old) or else asked for again. Never touches entries.
+        """
+        if answer is not None and answer.is_terminal:
+            return self._outcome(answer)
         try:
             prediction = self.hook.get_prediction(prediction_id, deadline=self.deadline + CANCEL_TIMEOUT)
         except PredictionNotFoundError as error:
@@ -289,71 +498,42 @@ class BatchRun:
     def _apply(self, entry: ManifestEntry, settled: Settled) -> None:
         if settled.status is None:
             return  # not known now: waited for again
-        entry.status = settled.status
         if settled.final:
-            entry.error = settled.error
-            entry.outputs = settled.outputs
-            entry.stored = settled.stored
-        self._changed()
+            self._update(
+                entry, status=settled.status, error=settled.error, outputs=settled.outputs, stored=settled.stored
+            )
+        else:
+            self._update(entry, status=settled.status)
 
     def _end(self, entry: ManifestEntry, status: str, error: str | None) -> None:
-        entry.status, entry.error = status, error
-        self._changed()
+        self._update(entry, status=status, error=error)
 
     def renew_failed(self) -> int:
         """Make the failed inputs that may be retried pending again (their old id kept); how many."""
         renewed = 0
-        for entry in self.entries:
-            if entry.unsuccessful and self.policy.may_retry(entry) and entry.prediction_id is not None:
-                self.log.info(
-                    "Input %d: prediction %s ended %s; creating attempt %d of %d.",
-                    entry.index,
-                    entry.prediction_id,
-                    entry.status,
-                    entry.attempts + 1,
-                    1 + self.policy.retry_failed,
-                )
-                entry.previous_ids.append(entry.prediction_id)
-                entry.prediction_id, entry.status, entry.outputs, entry.stored = None, PENDING, [], None
-                renewed += 1
-                self._changed()
+        candidates, self._to_renew = self._to_renew, []
+        for entry in candidates:
+            if not self._may_renew(entry) or entry.prediction_id is None:
+                continue  # renewed already (listed twice), or changed since
+            self.log.info(
+                "Input %d: prediction %s ended %s; creating attempt %d of %d.",
+                entry.index,
+                entry.prediction_id,
+                entry.status,
+                entry.attempts + 1,
+                1 + self.policy.retry_failed,
+            )
+            self._update(
+                entry,
+                previous_ids=[*entry.previous_ids, entry.prediction_id],
+                prediction_id=None,
+                status=PENDING,
+                outputs=[],
+                stored=None,
+            )
+            self._to_create.append(entry)
+            renewed += 1
         return renewed
-
-    def create_wave(self) -> None:
-        """
-        Create predictions for pending inputs while slots are free, at the pace's rate, until
-        the deadline. Stops early when the failure policy is exceeded.
-        """
-        in_flight = len(self.running())
-        failures = 0
-        for entry in self.pending():
-            if slots(self.max_in_flight, in_flight) == 0 or self.policy_exceeded():
-                break
-            while True:  # until this input has a prediction, an end, or the batch must stop
-                delay = self.pacer.delay()
-                if time.time() + delay >= self.deadline:
-                    self.checkpoint(force=True)
-                    return
-                if delay > 0:
-                    self.checkpoint()
-                    self.sleep(delay)
-                self.pacer.took()
-                outcome = self._create(entry)
-                if outcome == "throttled":
-                    continue
-                if outcome == "failed":
-                    failures += 1
-                    if failures >= MAX_CREATE_FAILURES:
-                        self.checkpoint(force=True)
-                        raise self._last_create_error
-                else:
-                    failures = 0
-                break
-            if entry.is_running:
-                in_flight += 1
-            self.checkpoint()
-            self.log_progress()
-        self.checkpoint(force=True)
 
     _last_create_error: CometAPIError
 
@@ -379,7 +559,7 @@ class BatchRun:
             return "failed"
         if self.journal is not None:
             self.journal.append(entry.index, prediction.id)  # first: durable before anything else happens
-        entry.prediction_id, entry.attempts, entry.error = prediction.id, entry.attempts + 1, None
+        self._update(entry, prediction_id=prediction.id, attempts=entry.attempts + 1, error=None)
         self._by_id[prediction.id] = entry
         self.created += 1
         self.record(entry, prediction)
@@ -393,6 +573,7 @@ class BatchRun:
         seconds; record it in the entries. Pending inputs are left uncreated. Returns how many
         cancels CometAPI accepted.
         """
+        self._stop_background()
         running = self.running()
         deadline = time.time() + CANCEL_TIMEOUT
         accepted = 0
@@ -408,16 +589,16 @@ class BatchRun:
             pool.shutdown(wait=False, cancel_futures=True)
             for future, entry in futures.items():
                 answer = future.result() if future in done and future.exception() is None else None
-                entry.cancelled = True
                 if isinstance(answer, Prediction):
                     accepted += 1
-                    entry.status = answer.status if answer.is_terminal else "canceled"
-                    entry.error = f"Cancelled: {reason}"
+                    status = answer.status if answer.is_terminal else "canceled"
+                    self._update(entry, cancelled=True, status=status, error=f"Cancelled: {reason}")
                 else:
-                    entry.error = f"Cancel requested ({reason}) but not confirmed: it may run to its end."
+                    error = f"Cancel requested ({reason}) but not confirmed: it may run to its end."
+                    self._update(entry, cancelled=True, error=error)
         for entry in self.pending():
-            entry.error = f"Not created: {reason}"
-        self._changed()
+            self._update(entry, error=f"Not created: {reason}")
+        self._dirty = True
         return accepted
 
     def result(self) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from airflow_provider_cometapi.batch.inputs import load_inputs
 from airflow_provider_cometapi.batch.pacing import CreatePacer
 from airflow_provider_cometapi.batch.policy import FailurePolicy
 from airflow_provider_cometapi.batch.run import BatchRun
-from airflow_provider_cometapi.batch.watch import BatchEvent, BatchWatch, await_batch, read_batch_event
+from airflow_provider_cometapi.batch.watch import BatchEvent, read_batch_event
 from airflow_provider_cometapi.exceptions import (
     BatchFailedError,
     BatchManifestError,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_cometapi.batch.watch import Progress
+    from airflow_provider_cometapi.models import Prediction
 
 # Outputs that ended wait at most this long in the trigger before the worker stores them: far
 # under the hour after which their files expire.
@@ -58,9 +58,11 @@ class CreatePredictionBatchOperator(BaseOperator):
     Every input is checked locally before anything is created; a bad one fails the task naming
     its index (and line, for a file), with nothing created. Creates are paced: at most
     ``max_in_flight`` unfinished, at most ``creates_per_minute``, slower while CometAPI answers
-    HTTP 429. Waiting is deferred to one ``PredictionBatchTrigger`` (or, with
-    ``deferrable=False``, the same loop on the worker); the task resumes to store what finished
-    and create the next wave. The manifest (JSON Lines, one line per input: index, input,
+    HTTP 429. While it creates, the predictions that end are found (polled on a thread of their
+    own) and stored, so creating never pauses for them. Once nothing more can be created (every
+    input created, or every slot taken) and nothing is being stored, the wait is deferred to one
+    ``PredictionBatchTrigger`` (with ``deferrable=False`` the worker polls on); the task resumes
+    to store what ended while it creates the rest. The manifest (JSON Lines, one line per input: index, input,
     prediction id, status, error, stored URIs or output URLs, attempts) records each prediction
     id within ``CHECKPOINT_SECONDS`` of its creation; a later try, or a cleared task, reads it
     back and never creates a second prediction for an input that has one. See docs/batch.md.
@@ -207,6 +209,7 @@ class CreatePredictionBatchOperator(BaseOperator):
             max_in_flight=self.max_in_flight,
             deadline=deadline,
             log=self.log,
+            poll_interval=self.poll_interval,
         )
         if existed:
             run.remove_stale_outputs()
@@ -255,58 +258,44 @@ class CreatePredictionBatchOperator(BaseOperator):
             run.close()
 
     def _steps(self, context: Context, run: BatchRun, event: BatchEvent | None) -> dict[str, Any]:
+        ended: dict[str, Prediction | str]
         if event is not None:
             self.log.info(event["message"])
-            run.record_finished(event["finished"])
             if event["reason"] == "error":
+                run.record_finished(event["finished"])
                 self._broken(run, event["message"])
+            ended = dict(event["finished"])
         else:
-            run.store_unstored()
-        while True:
-            if run.policy_exceeded():
-                run.cancel_unfinished("the batch failed: more unsuccessful inputs than max_failed allows")
-                run.checkpoint(force=True)
-                raise run.failure(
-                    BatchFailedError,
-                    f"The batch failed: more inputs ended unsuccessfully than "
-                    f"{self.policy.describe(len(run.entries))}.",
-                )
-            if run.deadline_passed():
-                run.cancel_unfinished(f"the batch's timeout of {self.timeout:g}s passed")
-                run.checkpoint(force=True)
-                raise run.failure(
-                    BatchTimeoutError, f"The batch did not finish within its timeout of {self.timeout:g}s."
-                )
-            run.renew_failed()
-            run.create_wave()
+            ended = run.unstored()
+        why = run.create_and_store(ended, defer_when_idle=self.deferrable)
+        if why == "failed":
+            run.cancel_unfinished("the batch failed: more unsuccessful inputs than max_failed allows")
             run.checkpoint(force=True)
-            running = run.running()
-            if not running:
-                if run.pending() and not run.deadline_passed() and not run.policy_exceeded():
-                    continue  # creates were throttled or refused: the pace decides when to try again
-                return self._finish(context, run)
-            run.log_progress(force=True)
-            watch_args = {
-                "poll_interval": self.poll_interval,
-                "deadline": run.deadline,
-                "resume_after": pacing.resume_after(self.max_in_flight, len(running), len(run.pending())),
-                "flush_after": FLUSH_SECONDS if run.directory is not None else None,
-            }
-            ids = [entry.prediction_id for entry in running if entry.prediction_id]
-            progress = run.progress()
-            if self.deferrable:
-                self._defer(run, ids, progress, watch_args)
-            event = asyncio.run(self._wait(ids, progress, watch_args))
-            self.log.info(event["message"])
-            run.record_finished(event["finished"])
-            if event["reason"] == "error":
-                self._broken(run, event["message"])
-
-    async def _wait(self, ids: list[str], progress: Progress, watch_args: dict[str, Any]) -> BatchEvent:
-        """The trigger's own loop, on the worker."""
-        watch = BatchWatch(ids, log=self.log, progress=progress, **watch_args)
-        async with CometAPIHook(self.cometapi_conn_id) as hook:
-            return await await_batch(hook, watch)
+            raise run.failure(
+                BatchFailedError,
+                f"The batch failed: more inputs ended unsuccessfully than {self.policy.describe(len(run.entries))}.",
+            )
+        if why == "timeout":
+            run.cancel_unfinished(f"the batch's timeout of {self.timeout:g}s passed")
+            run.checkpoint(force=True)
+            raise run.failure(BatchTimeoutError, f"The batch did not finish within its timeout of {self.timeout:g}s.")
+        if why == "broken":
+            self._broken(run, run.poll_error or "Polling failed.")
+        if why == "ended":
+            return self._finish(context, run)
+        # idle: nothing can be created now and nothing is being stored; the rest is waiting
+        run.checkpoint(force=True)
+        run.log_progress(force=True)
+        running = run.running()
+        watch_args = {
+            "poll_interval": self.poll_interval,
+            "deadline": run.deadline,
+            "resume_after": pacing.resume_after(self.max_in_flight, len(running), len(run.pending())),
+            "flush_after": FLUSH_SECONDS if run.directory is not None else None,
+        }
+        ids = [entry.prediction_id for entry in running if entry.prediction_id]
+        self._defer(run, ids, run.progress(), watch_args)
+        raise AssertionError("defer() returns only by raising TaskDeferred")  # pragma: no cover
 
     def _defer(self, run: BatchRun, ids: list[str], progress: Progress, watch_args: dict[str, Any]) -> None:
         from airflow_provider_cometapi.triggers.batch import PredictionBatchTrigger

@@ -41,8 +41,8 @@ def test_every_input_once_and_none_lost(report):
     assert (manifest["lost"], manifest["orphans"], manifest["missing_files"]) == (0, 0, 0)
     assert manifest["statuses"] == {"succeeded": N}
     assert batch["result"]["succeeded"] == N and batch["result"]["stored_files"] == 2 * N
-    # Waves: 50 inputs at most 20 in flight need at least three.
-    assert batch["phase_calls"]["create_wave"] >= 3
+    # One loop on the worker: 50 inputs at most 20 in flight, stored while the others are created.
+    assert batch["phase_calls"]["worker_loop"] == 1 and batch["phase_calls"]["store_in_pool"] == N
 
 
 def test_the_figures_add_up(report):

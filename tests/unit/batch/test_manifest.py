@@ -10,6 +10,7 @@ from airflow_provider_cometapi.batch.manifest import (
     PENDING,
     Journal,
     ManifestEntry,
+    RenderedLines,
     check_matches,
     counts,
     parse_manifest,
@@ -51,6 +52,16 @@ def test_many_lines_render_in_bounded_chunks():
     chunks = list(render_manifest(entries))
     assert len(chunks) > 1 and max(len(chunk) for chunk in chunks) < 300 * 1024
     assert len(parse_manifest(b"".join(chunks).decode().splitlines(), uri="m")) == 5000
+
+
+def test_kept_lines_render_what_a_full_rendering_does():
+    entries = [entry(i) for i in range(5)]
+    kept = RenderedLines()
+    assert b"".join(render_manifest(entries, kept)) == b"".join(render_manifest(entries))
+    entries[1].prediction_id, entries[1].status = "abc", "starting"
+    entries[3].stored = ["file:///x/abc_0.webp"]
+    entries[4].previous_ids.append("old")  # changed in place: seen too
+    assert b"".join(render_manifest(entries, kept)) == b"".join(render_manifest(entries))
 
 
 def test_data_uris_are_shortened_in_the_recorded_input():
@@ -122,7 +133,7 @@ def test_journal_replays_ids_the_manifest_lacks_and_ignores_a_cut_last_line(tmp_
     with open(journal.path, "ab") as handle:
         handle.write(b'{"index":1,"predic')  # the process was killed inside this write
     entries = [entry(0), entry(1), entry(2, prediction_id="third", status="starting", attempts=1)]
-    assert journal.read() == {0: "first", 2: "third"}
+    assert journal.read() == {0: ["first"], 2: ["third"]}
     assert replay(entries, journal.read()) == 1
     assert (entries[0].prediction_id, entries[0].status, entries[0].attempts) == ("first", "starting", 1)
     assert entries[1].status == PENDING and entries[2].attempts == 1
@@ -135,6 +146,19 @@ def test_journal_does_not_bring_back_an_earlier_attempt(tmp_path):
     journal.append(0, "old")
     retried = entry(0, previous_ids=["old"], attempts=1)
     assert replay([retried], journal.read()) == 0
+
+
+def test_journal_replays_the_new_attempts_of_a_retried_input(tmp_path):
+    # The manifest was written while attempt 1 ran; attempts 2 and 3 exist only in the journal.
+    journal = Journal(str(tmp_path / ".m.journal"))
+    journal.append(0, "second")
+    journal.append(0, "third")
+    assert journal.read() == {0: ["second", "third"]}
+    retried = entry(0, prediction_id="first", status="failed", attempts=1)
+    assert replay([retried], journal.read()) == 2
+    assert (retried.prediction_id, retried.previous_ids, retried.attempts) == ("third", ["first", "second"], 3)
+    assert retried.status == "starting" and retried.error is None
+    assert replay([retried], journal.read()) == 0  # read twice (the journal not emptied yet): nothing more
 
 
 def test_a_bad_journal_line_before_the_last_fails(tmp_path):

@@ -159,7 +159,12 @@ def test_more_failures_than_max_failed_fail_the_task(tmp_path, cometapi_conn):
     batch = inputs(2, outcome="failed") + inputs(3)
     with pytest.raises(BatchFailedError, match="max_failed=1") as raised:
         operator(tmp_path, batch, max_failed=1, deferrable=False).execute(context())
-    assert raised.value.counts["failed"] == 2 and raised.value.manifest.endswith(".manifest.jsonl")
+    assert raised.value.manifest.endswith(".manifest.jsonl")
+    # It stops as soon as the policy is exceeded: the two failures, and what was still running cancelled.
+    recorded = [json.loads(line) for line in Path(raised.value.manifest).read_text().splitlines()]
+    assert [line["status"] for line in recorded[:2]] == ["failed", "failed"]
+    assert all(line["status"] == "succeeded" or line["cancelled"] for line in recorded[2:])
+    assert raised.value.counts["failed"] == 2 + sum(line["status"] == "canceled" for line in recorded[2:])
 
 
 def test_timeout_cancels_every_unfinished_prediction(tmp_path, cometapi_conn):
@@ -225,10 +230,57 @@ def test_throttled_creates_slow_the_pace_and_are_not_repeated(tmp_path, cometapi
 
 
 def test_a_gateway_that_limits_creates_slows_the_batch_without_duplicates(tmp_path, cometapi_conn):
-    cometapi_conn.set_create_limit(600, burst=3)  # the emulator's per-key limit: 429 with Retry-After
+    cometapi_conn.set_create_limit(120, burst=1)  # the emulator's per-key limit: 429 with Retry-After
     op = operator(tmp_path, inputs(8), deferrable=False, creates_per_minute=6000)
     result = op.execute(context())
     stats = cometapi_conn.stats()
     assert result["succeeded"] == 8 and stats["creates"] == 8
     assert stats["throttled_creates"] >= 1
     assert op._run is not None and op._run.pacer.throttles >= 1 and op._run.pacer.rate < op._run.pacer.limit
+
+
+def stored_before_each_create(monkeypatch, folder):
+    """How many inputs had their outputs stored (their sidecar written) when each create went out."""
+    real, seen = CometAPIHook.create_prediction, []
+
+    def create(self, *args, **kwargs):
+        seen.append(len(list(folder.glob("*.json"))))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CometAPIHook, "create_prediction", create)
+    return seen
+
+
+def test_creating_goes_on_while_earlier_predictions_end_and_are_stored(tmp_path, cometapi_conn, monkeypatch):
+    seen = stored_before_each_create(monkeypatch, tmp_path)
+    op = operator(tmp_path, inputs(30), max_in_flight=100, creates_per_minute=300, deferrable=False)
+    result = op.execute(context())
+    assert result["succeeded"] == 30 and cometapi_conn.stats()["creates"] == 30
+    # 5 creates a second for 6 s against predictions of under a second polled every 0.1 s: by
+    # the last create many of the first ones are stored, with no pause in the creates for it.
+    assert seen[-1] >= 5
+    assert op._run is not None and op._run.in_flight == 0
+
+
+def test_deferred_only_once_everything_is_created(tmp_path, cometapi_conn, monkeypatch):
+    seen = stored_before_each_create(monkeypatch, tmp_path)
+    op = operator(tmp_path, inputs(30), max_in_flight=100, creates_per_minute=300, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    assert cometapi_conn.stats()["creates"] == 30 and seen[-1] >= 5
+    ids = deferred.value.trigger.prediction_ids
+    assert 0 < len(ids) < 30  # only those still running: the rest were stored on the way
+    (event,) = asyncio.run(_events(deferred.value.trigger))
+    fresh = operator(tmp_path, inputs(30), max_in_flight=100, creates_per_minute=300, deferrable=True)
+    result = fresh.execute_complete(context(), event=event, **(deferred.value.kwargs or {}))
+    assert result["succeeded"] == 30 and cometapi_conn.stats()["creates"] == 30
+
+
+def test_running_counts_match_the_entries(tmp_path, cometapi_conn):
+    batch = inputs(6) + inputs(3, outcome="failed")
+    op = operator(tmp_path, batch, max_failed=3, retry_failed=1, deferrable=False, max_in_flight=4)
+    result = op.execute(context())
+    run = op._run
+    assert run is not None and (result["succeeded"], result["failed"]) == (6, 3)
+    assert run.in_flight == len(run.running()) == 0
+    assert run.failed_for_good() == sum(1 for e in run.entries if e.unsuccessful and not run.policy.may_retry(e)) == 3
