@@ -237,7 +237,11 @@ def test_a_batch_survives_worker_kills_and_a_triggerer_restart(stack, emulator):
     def storing() -> bool:
         return downloads_started() > len(stored_images(destination)) >= 1
 
-    kill_when(stack, run_id, 2, storing, storing, 120, "a kill while storing")
+    def storing_and_every_create_durable() -> bool:
+        # Creating overlaps storing: a kill with a create unrecorded would be a kill mid-create.
+        return storing() and set(emulator.stats()["predictions"]) <= set(durable_ids(destination))
+
+    kill_when(stack, run_id, 2, storing, storing_and_every_create_durable, 120, "a kill while storing")
     kept, started_downloads = len(stored_images(destination)), downloads_started()
     emulator.clear_faults()
     print(f"killed try 2 while storing: {kept} images stored, {started_downloads} downloads started")
