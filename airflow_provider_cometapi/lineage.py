@@ -175,7 +175,7 @@ def operator_lineage(
     summary: PredictionsSummary | None,
     stored: Sequence[str] = (),
     also: Sequence[str] = (),
-) -> OperatorLineage:
+) -> OperatorLineage[Any, Any]:
     """
     The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_complete`` returns.
 

@@ -163,7 +163,7 @@ class CreatePredictionBatchOperator(BaseOperator):
         except Exception as error:  # best effort: the task is being killed
             self.log.warning("Could not cancel every prediction or record it: %s", error)
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
         """
         For the OpenLineage provider: the stored files and the manifest as output datasets (past 100
         files, their folder with its file count), and the ``cometapi_predictions`` run facet (model,

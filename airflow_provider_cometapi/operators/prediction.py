@@ -189,7 +189,7 @@ class CreatePredictionOperator(BaseOperator):
         """Resume after deferral; everything is read from the trigger's event."""
         return self._complete(context, event)
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
         """
         For the OpenLineage provider: the ``cometapi_predictions`` run facet (model, prediction id,
         images, cost). A task that did not wait reports the id alone; one that made none, nothing.

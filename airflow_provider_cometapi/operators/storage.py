@@ -117,7 +117,7 @@ class SavePredictionOutputsOperator(BaseOperator):
         context["ti"].xcom_push(key=SIDECAR_XCOM_KEY, value=stored.sidecar)
         return stored.outputs
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
         """
         For the OpenLineage provider: the stored files (outputs and sidecar) as output datasets, and
         the ``cometapi_predictions`` run facet (model, id, images, cost). Nothing before the files are stored.
