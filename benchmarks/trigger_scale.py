@@ -74,17 +74,23 @@ def _cpu_seconds() -> float:
 
 
 class _GcClock:
-    """Seconds spent in the garbage collector (a gc.callbacks hook)."""
+    """Seconds spent in the garbage collector, and collections per generation (a gc.callbacks hook)."""
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.full = 0.0
+        self.collections = [0, 0, 0]
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
-        else:
-            self.total += time.perf_counter() - self._started
+            return
+        spent = time.perf_counter() - self._started
+        self.total += spent
+        self.collections[info["generation"]] += 1
+        if info["generation"] == 2:
+            self.full += spent
 
 
 class Seen:
@@ -253,6 +259,17 @@ def child_main(args: argparse.Namespace) -> int:
 
         profiler = Profiler(async_mode="disabled")
         profiler.start()
+    if args.log == "triggerer":
+        # As the triggerer's runner process logs: JSON records to its supervisor, unmasked
+        # (airflow.sdk.execution_time.supervisor), here to a file beside the child's log.
+        from airflow.sdk.log import configure_logging, reset_logging
+
+        records = open(args.result + ".log", "wb", buffering=0)  # noqa: SIM115 (open until the child exits)
+        reset_logging()
+        configure_logging(json_output=True, output=records, sending_to_supervisor=True)
+    # What the imports left for the collector is theirs, not the watch's: a triggerer that has
+    # run a while does not carry it. A full collection during the watch is then the watch's own.
+    gc.collect()
     gc_time = _GcClock()
     gc.callbacks.append(gc_time)
     rss_before = _rss_kib()
@@ -289,6 +306,8 @@ def child_main(args: argparse.Namespace) -> int:
         "rss_before_mib": rss_before / 1024,
         "peak_rss_mib": peak_kib / 1024,
         "gc_s": gc_time.total,
+        "gc_full_s": gc_time.full,
+        "gc_collections": gc_time.collections,
         # Every prediction not seen succeeding: errors raised, other outcomes, never seen at all.
         "errors": len(ids) - succeeded,
         "error_samples": seen.errors[:5],
@@ -344,6 +363,8 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         str(args.watch_timeout),
         "--cap",
         str(args.cap),
+        "--log",
+        args.log,
     ]
     if args.profile:
         command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
@@ -541,7 +562,8 @@ def parent_main(args: argparse.Namespace) -> int:
                                 f"{regime['name']} {watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll "
                                 f"({result['polls_per_cpu_s']:,.0f} polls/CPU s), "
                                 f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
-                                f"GC {result['gc_s']:.2f} s, {result['errors']} errors",
+                                f"GC {result['gc_s']:.2f} s ({result.get('gc_collections', [0, 0, 0])[2]} full: "
+                                f"{result.get('gc_full_s', float('nan')):.2f} s), {result['errors']} errors",
                                 flush=True,
                             )
     print()
@@ -575,6 +597,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cap", type=int, default=100, help="requests in flight for replicate-capped (default 100)")
     p.add_argument("--watch-timeout", type=float, default=300.0, help="give up watching after (default 300 s)")
     p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")
+    p.add_argument(
+        "--log",
+        choices=("triggerer", "default"),
+        default="triggerer",
+        help="the child's logging: as the triggerer's runner (JSON, unmasked; default) or Airflow's default console",
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--profile", help="folder for a pyinstrument profile of each child")
     p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument", help="for --profile")
