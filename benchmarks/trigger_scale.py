@@ -14,7 +14,10 @@ watcher, measured on its own, then watches all of them to completion in one asyn
   ``async_get`` + ``async_wait()`` per prediction at the same poll interval;
 - ``replicate-capped``: the same client's ``async_reload()`` loop with at most ``--cap``
   requests in flight (a semaphore), its best setting in one loop;
-- ``floor``: one shared aiohttp session doing only GET, parse, check status, sleep.
+- ``floor``: one shared aiohttp session doing only GET, parse, check status, sleep;
+- ``trigger-metrics`` (not run by default): ``trigger`` with Airflow's StatsD metrics on
+  (``[metrics] statsd_on``), sent to a UDP sink the parent reads: the cost of the provider's
+  metrics (``airflow_provider_cometapi.metrics``) is its CPU per poll over ``trigger``'s.
 
 The child reports CPU seconds (its own rusage, over the watch only), wall time, peak RSS and RSS
 growth, and when it saw each prediction end; the emulator counts the polls. Detection delay is
@@ -46,7 +49,7 @@ from typing import Any
 from _shared import percentile, pin, trigger_ratios  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
-WATCHERS = ("trigger", "floor", "replicate", "replicate-capped")
+WATCHERS = ("trigger", "floor", "replicate", "replicate-capped", "trigger-metrics")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MODEL_PATH = "/replicate/v1/models/black-forest-labs/flux-schnell/predictions"
 API_KEY = "bench-key"
@@ -209,7 +212,7 @@ async def _gather_counting_errors(ids: list[str], one: Any, seen: Seen) -> None:
 
 
 async def _watch(watcher: str, ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
-    if watcher == "trigger":
+    if watcher in ("trigger", "trigger-metrics"):
         await watch_triggers(ids, args, seen)
     elif watcher == "floor":
         await watch_floor(ids, args, seen)
@@ -228,7 +231,7 @@ def _import_watcher(watcher: str) -> None:
     The floor imports the same as the trigger: a heap the size of Airflow's makes every garbage
     collection dearer, and the floor must pay that too to be a floor for a triggerer.
     """
-    if watcher in ("trigger", "floor"):
+    if watcher in ("trigger", "floor", "trigger-metrics"):
         import airflow.providers.common.compat.connection
         import airflow.sdk.execution_time.context  # noqa: F401
 
@@ -369,6 +372,13 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
     if args.profile:
         command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
     env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
+    sink = _StatsdSink() if watcher == "trigger-metrics" else None
+    if sink is not None:
+        env.update(
+            AIRFLOW__METRICS__STATSD_ON="True",
+            AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
+            AIRFLOW__METRICS__STATSD_PORT=str(sink.port),
+        )
     children_cpu = _children_cpu_seconds()
     with log_file.open("w") as log:
         child = subprocess.Popen(
@@ -399,6 +409,8 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
     if code != 0 or not result_file.exists():
         raise RuntimeError(f"{watcher} child exited {code}; see {log_file}:\n{log_file.read_text()[-3000:]}")
     result: dict[str, Any] = json.loads(result_file.read_text())
+    if sink is not None:
+        result["metric_lines"] = sink.close()
     polls = emulator.stats(detail=False)["polls"]
     delays = result.pop("delays")
     result.update(
@@ -412,6 +424,37 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         delay_max_s=max(delays) if delays else float("nan"),
     )
     return result
+
+
+class _StatsdSink:
+    """A UDP socket on loopback that reads and counts StatsD lines (a thread), for ``trigger-metrics``."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self.lines = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                packet = self._socket.recv(65536)
+            except OSError:
+                continue
+            self.lines += packet.count(b"\n") + 1
+
+    def close(self) -> int:
+        self._stop.set()
+        self._thread.join(2)
+        self._socket.close()
+        return self.lines
 
 
 def _children_cpu_seconds() -> float:
@@ -498,6 +541,27 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print()
 
 
+def print_metrics_cost(results: list[dict[str, Any]]) -> None:
+    """trigger-metrics over trigger, per regime and N: each run over the mean of trigger's."""
+    for regime in _regimes_in(results):
+        for n in sorted({r["n"] for r in results if r["regime"] == regime}):
+            on = [
+                r["cpu_ms_per_poll"]
+                for r in results
+                if (r["regime"], r["n"], r["watcher"]) == (regime, n, "trigger-metrics")
+            ]
+            off = [
+                r["cpu_ms_per_poll"] for r in results if (r["regime"], r["n"], r["watcher"]) == (regime, n, "trigger")
+            ]
+            if on and off:
+                mean_off = statistics.fmean(off)
+                print(
+                    f"{regime} N={n}: metrics on {', '.join(f'{x:.3f}' for x in on)} ms/poll, off "
+                    f"{', '.join(f'{x:.3f}' for x in off)}; on / mean(off) = "
+                    f"{', '.join(f'{x / mean_off:.2f}' for x in on)}"
+                )
+
+
 def _regimes_in(results: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["regime"] for r in results))
 
@@ -563,11 +627,13 @@ def parent_main(args: argparse.Namespace) -> int:
                                 f"({result['polls_per_cpu_s']:,.0f} polls/CPU s), "
                                 f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
                                 f"GC {result['gc_s']:.2f} s ({result.get('gc_collections', [0, 0, 0])[2]} full: "
-                                f"{result.get('gc_full_s', float('nan')):.2f} s), {result['errors']} errors",
+                                f"{result.get('gc_full_s', float('nan')):.2f} s), {result['errors']} errors"
+                                + (f", {result['metric_lines']} metric lines" if "metric_lines" in result else ""),
                                 flush=True,
                             )
     print()
     print_table(results)
+    print_metrics_cost(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -577,7 +643,13 @@ def parent_main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--n", type=int, nargs="+", default=[100], help="predictions in flight, one run each (default 100)")
-    p.add_argument("--watchers", nargs="+", choices=WATCHERS, default=list(WATCHERS), help="default: all four")
+    p.add_argument(
+        "--watchers",
+        nargs="+",
+        choices=WATCHERS,
+        default=[w for w in WATCHERS if w != "trigger-metrics"],
+        help="default: all but trigger-metrics",
+    )
     p.add_argument(
         "--regimes",
         nargs="+",

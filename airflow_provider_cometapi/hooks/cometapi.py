@@ -12,6 +12,7 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from yarl import URL
 
+from airflow_provider_cometapi import metrics
 from airflow_provider_cometapi.api import (
     ApiRequest,
     api_url,
@@ -236,7 +237,7 @@ class CometAPIHook(BaseHook):
         """
         model_id = ModelId.parse(model)
         request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
-        return Prediction.from_api(self._call(request))
+        return metrics.created(model_id, Prediction.from_api(self._call(request)))
 
     def get_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """
@@ -393,7 +394,7 @@ class CometAPIHook(BaseHook):
         """Async ``create_prediction``: same parameters, result and errors."""
         model_id = ModelId.parse(model)
         request = create_prediction_request(model_id, validate_input(model_id, input), wait=wait)
-        return Prediction.from_api(await self._acall(request))
+        return metrics.created(model_id, Prediction.from_api(await self._acall(request)))
 
     async def aget_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """Async ``get_prediction``: same parameters, result and errors."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cometapi import parameters
+from airflow_provider_cometapi import metrics, parameters
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.polling import (
     CANCEL_TIMEOUT,
@@ -21,6 +21,7 @@ from airflow_provider_cometapi.polling import (
     PredictionWatch,
     await_prediction,
     error_event,
+    report_end,
 )
 
 if TYPE_CHECKING:
@@ -117,15 +118,20 @@ class PredictionTrigger(BaseTrigger):
         watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log, LogMode.COLLECT)
         self._hook = CometAPIHook(self.cometapi_conn_id)
         event: PredictionEvent
+        metrics.wait_started()
         try:
             event = await await_prediction(self._hook, watch)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
             self.log.exception("Waiting for prediction %s failed unexpectedly.", self.prediction_id)
-            event = error_event(
-                self.prediction_id,
-                f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+            event = report_end(
+                watch,
+                error_event(
+                    self.prediction_id,
+                    f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+                ),
             )
         finally:
+            metrics.wait_finished()
             await self.cleanup()
         statuses = f" Statuses: {', '.join(watch.statuses)}." if watch.statuses else ""
         if watch.end_log:
