@@ -112,15 +112,18 @@ def wait_ended_without_end(status: str, model: object = None, waited_s: float | 
         metrics.time(WAIT, waited_s, tags)
 
 
-def wait_started() -> None:
-    """A wait began in this process's event loop (a trigger): one more in ``cometapi.predictions.in_flight``."""
-    _metrics().in_flight += 1
+def wait_started(count: int = 1) -> None:
+    """
+    A wait began in this process's event loop (a trigger): ``count`` more predictions in
+    ``cometapi.predictions.in_flight`` (a batch's trigger: the predictions it watches).
+    """
+    _metrics().in_flight += count
 
 
-def wait_finished() -> None:
-    """A wait in this process's event loop is over (however it ended): one fewer in flight."""
+def wait_finished(count: int = 1) -> None:
+    """``count`` predictions waited for in this process's event loop are over (however they ended)."""
     metrics = _metrics()
-    metrics.in_flight = max(0, metrics.in_flight - 1)
+    metrics.in_flight = max(0, metrics.in_flight - count)
     if metrics.in_flight == 0:
         metrics.flush()  # the last one: nothing waits for the next flush (dag.test(), a quiet triggerer)
 
