@@ -8,10 +8,11 @@ AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 # Test tools; the S3 filesystem and an S3-compatible server (storage tests); PostgreSQL drivers
 # and Celery for the end-to-end tier (celery 5.7 breaks the Celery provider's result backend);
-# the OpenLineage provider (optional for users: the lineage tests; unconfigured, it is off).
+# the OpenLineage provider (optional for users: the lineage tests; unconfigured, it is off);
+# statsd, Airflow's StatsD client (tests/e2e/test_metrics.py, trigger_scale's trigger-metrics).
 TEST_TOOLS := pytest pytest-asyncio pytest-timeout ruff mypy types-requests \
 	"apache-airflow-providers-amazon[s3fs]" "moto[server]" psycopg2-binary asyncpg \
-	apache-airflow-providers-celery "celery[redis]<5.7" "apache-airflow-providers-openlineage>=2.20"
+	apache-airflow-providers-celery "celery[redis]<5.7" "apache-airflow-providers-openlineage>=2.20" statsd
 
 .PHONY: install test lint typecheck unit e2e demo emulator clean docs package
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, cast
 
+from airflow_provider_cometapi import metrics
+from airflow_provider_cometapi.cost import cost_of
 from airflow_provider_cometapi.exceptions import (
     CometAPIError,
     PredictionFailedError,
@@ -127,6 +129,9 @@ class PredictionWatch:
     statuses: list[str] = field(default_factory=list, repr=False)
     polls: int = field(default=0, repr=False)
     _next_progress: float = field(default=0.0, repr=False)
+    # When the wait began (monotonic) and the model last seen: for the metrics at its end.
+    started: float = field(default_factory=time.monotonic, repr=False)
+    model: str | None = field(default=None, repr=False)
 
     def observe(self, prediction: Prediction) -> PredictionEvent | None:
         """Log what is new in ``prediction``; return the final event once it is terminal."""
@@ -141,6 +146,7 @@ class PredictionWatch:
         elif prediction.status != self.last_status:
             self._log_status(prediction)
         self.last_status = prediction.status
+        self.model = prediction.model
         return outcome_event(prediction) if terminal else None
 
     def _log_status(self, prediction: Prediction, since: str = "") -> None:
@@ -295,14 +301,16 @@ def wait_for_prediction(hook: CometAPIHook, watch: PredictionWatch) -> Predictio
     while True:
         delay = watch.next_delay()
         if delay is None:
-            return watch.timed_out()
+            return report_end(watch, watch.timed_out())
         time.sleep(delay)
+        prediction = None
         try:
-            event = watch.observe(hook.get_prediction(watch.prediction_id, deadline=watch.deadline))
+            prediction = hook.get_prediction(watch.prediction_id, deadline=watch.deadline)
+            event = watch.observe(prediction)
         except CometAPIError as error:
             event = watch.poll_failed(error)
         if event is not None:
-            return event
+            return report_end(watch, event, prediction, hook)
 
 
 async def await_prediction(hook: CometAPIHook, watch: PredictionWatch) -> PredictionEvent:
@@ -316,14 +324,49 @@ async def await_prediction(hook: CometAPIHook, watch: PredictionWatch) -> Predic
     while True:
         delay = watch.next_delay()
         if delay is None:
-            return watch.timed_out()
+            return report_end(watch, watch.timed_out())
         await asyncio.sleep(delay)
+        prediction = None
         try:
-            event = watch.observe(await hook.aget_prediction(watch.prediction_id, deadline=watch.deadline))
+            prediction = await hook.aget_prediction(watch.prediction_id, deadline=watch.deadline)
+            event = watch.observe(prediction)
         except CometAPIError as error:
             event = watch.poll_failed(error)
         if event is not None:
-            return event
+            return report_end(watch, event, prediction, hook)
+
+
+def report_end(
+    watch: PredictionWatch,
+    event: PredictionEvent,
+    prediction: Prediction | None = None,
+    hook: CometAPIHook | None = None,
+) -> PredictionEvent:
+    """
+    The one place a wait's metrics are sent (``airflow_provider_cometapi.metrics``), and ``event``.
+
+    Called once, when the wait ends: the prediction's end when it ended, else the ``timeout`` or
+    ``error``; never per poll. ``hook``'s connection prices, once it has read them, give the cost.
+    """
+    waited = time.monotonic() - watch.started
+    if prediction is not None and prediction.is_terminal:
+        report_prediction_end(prediction, hook, waited, model=watch.model)
+    else:
+        metrics.wait_ended_without_end(event["status"], watch.model, waited)
+    return event
+
+
+def report_prediction_end(
+    prediction: Prediction, hook: CometAPIHook | None, waited_s: float | None = None, *, model: str | None = None
+) -> None:
+    """
+    ``metrics.prediction_ended`` for a wait that saw ``prediction`` end (a single wait, or one of a
+    batch's): its cost from ``hook``'s connection prices once the hook has read them (no lookup).
+    """
+    settings = hook.looked_up_settings if hook is not None else None
+    cost = None if settings is None else cost_of(prediction, settings.prices, model=model)
+    currency = None if settings is None else settings.prices.currency
+    metrics.prediction_ended(prediction, waited_s, cost=cost, currency=currency)
 
 
 def read_event(event: object) -> PredictionEvent:

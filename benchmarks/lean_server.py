@@ -17,7 +17,10 @@ Routes (bearer key checked on all of them):
 - ``POST /replicate/v1/models/{owner}/{name}/predictions`` with ``{"input": {..., "_emulator":
   {"duration": s, "starting_for": s}}}``: 201 and the prediction (``starting``);
 - ``GET /replicate/v1/predictions/{id}``: 200 and the prediction, 404 for an unknown id;
-- ``GET /_lean/stats``: ``{"creates", "polls"}``; ``POST /_lean/reset``: forget everything.
+- ``GET /_lean/stats``: ``{"creates", "polls"}``; ``POST /_lean/reset``: forget everything;
+- ``POST /_lean/restart``: every prediction starts again now (the benchmark calls it as a
+  watcher starts, so that creating many predictions on a busy machine does not eat into their
+  duration before the first poll).
 """
 
 from __future__ import annotations
@@ -53,13 +56,19 @@ def _iso(ts: float) -> str:
 
 
 class _Prediction:
-    __slots__ = ("bodies", "created", "duration", "id", "starting_for")
+    __slots__ = ("bodies", "created", "duration", "id", "prompt", "starting_for")
 
     def __init__(self, pid: str, prompt: str, duration: float, starting_for: float) -> None:
         self.id = pid
-        self.created = time.monotonic()
+        self.prompt = prompt
         self.duration = duration
         self.starting_for = min(starting_for, duration)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start (again) now: the status, and the times in the answers, follow the clock from here."""
+        self.created = time.monotonic()
+        pid, prompt, duration = self.id, self.prompt, self.duration
         wall = time.time()
         base: dict[str, Any] = {
             "id": pid,
@@ -138,6 +147,10 @@ class LeanApp:
             return web.Response(status=201, body=prediction.bodies[0], content_type="application/json")
         if path == "/_lean/stats":
             return web.Response(body=_dumps({"creates": self.creates, "polls": self.polls}))
+        if path == "/_lean/restart" and request.method == "POST":
+            for prediction in self.predictions.values():
+                prediction.restart()
+            return web.Response(body=_dumps({"restarted": len(self.predictions)}))
         if path == "/_lean/reset" and request.method == "POST":
             self.predictions.clear()
             self.polls = self.creates = 0

@@ -14,7 +14,10 @@ watcher, measured on its own, then watches all of them to completion in one asyn
   ``async_get`` + ``async_wait()`` per prediction at the same poll interval;
 - ``replicate-capped``: the same client's ``async_reload()`` loop with at most ``--cap``
   requests in flight (a semaphore), its best setting in one loop;
-- ``floor``: one shared aiohttp session doing only GET, parse, check status, sleep.
+- ``floor``: one shared aiohttp session doing only GET, parse, check status, sleep;
+- ``trigger-metrics`` (not run by default): ``trigger`` with Airflow's StatsD metrics on
+  (``[metrics] statsd_on``), sent to a UDP sink the parent reads: the cost of the provider's
+  metrics (``airflow_provider_cometapi.metrics``) is its CPU per poll over ``trigger``'s.
 
 The child reports CPU seconds (its own rusage, over the watch only), wall time, peak RSS and RSS
 growth, and when it saw each prediction end; the emulator counts the polls. Detection delay is
@@ -46,7 +49,7 @@ from typing import Any
 from _shared import percentile, pin, trigger_ratios  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
-WATCHERS = ("trigger", "floor", "replicate", "replicate-capped")
+WATCHERS = ("trigger", "floor", "replicate", "replicate-capped", "trigger-metrics")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MODEL_PATH = "/replicate/v1/models/black-forest-labs/flux-schnell/predictions"
 API_KEY = "bench-key"
@@ -74,17 +77,23 @@ def _cpu_seconds() -> float:
 
 
 class _GcClock:
-    """Seconds spent in the garbage collector (a gc.callbacks hook)."""
+    """Seconds spent in the garbage collector, and collections per generation (a gc.callbacks hook)."""
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.full = 0.0
+        self.collections = [0, 0, 0]
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
-        else:
-            self.total += time.perf_counter() - self._started
+            return
+        spent = time.perf_counter() - self._started
+        self.total += spent
+        self.collections[info["generation"]] += 1
+        if info["generation"] == 2:
+            self.full += spent
 
 
 class Seen:
@@ -203,7 +212,7 @@ async def _gather_counting_errors(ids: list[str], one: Any, seen: Seen) -> None:
 
 
 async def _watch(watcher: str, ids: list[str], args: argparse.Namespace, seen: Seen) -> None:
-    if watcher == "trigger":
+    if watcher in ("trigger", "trigger-metrics"):
         await watch_triggers(ids, args, seen)
     elif watcher == "floor":
         await watch_floor(ids, args, seen)
@@ -222,7 +231,7 @@ def _import_watcher(watcher: str) -> None:
     The floor imports the same as the trigger: a heap the size of Airflow's makes every garbage
     collection dearer, and the floor must pay that too to be a floor for a triggerer.
     """
-    if watcher in ("trigger", "floor"):
+    if watcher in ("trigger", "floor", "trigger-metrics"):
         import airflow.providers.common.compat.connection
         import airflow.sdk.execution_time.context  # noqa: F401
 
@@ -253,6 +262,27 @@ def child_main(args: argparse.Namespace) -> int:
 
         profiler = Profiler(async_mode="disabled")
         profiler.start()
+    if args.log == "triggerer":
+        # As the triggerer's runner process logs: JSON records to its supervisor, unmasked
+        # (airflow.sdk.execution_time.supervisor), here to a file beside the child's log.
+        from airflow.sdk.log import configure_logging, reset_logging
+
+        records = open(args.result + ".log", "wb", buffering=0)  # noqa: SIM115 (open until the child exits)
+        reset_logging()
+        configure_logging(json_output=True, output=records, sending_to_supervisor=True)
+    # What the imports left for the collector is theirs, not the watch's: a triggerer that has
+    # run a while does not carry it. A full collection during the watch is then the watch's own.
+    gc.collect()
+    if args.restart:
+        # The lean server starts every prediction again now: however long creating them took
+        # (seconds, on a busy machine), the watch sees predictions of the regime's duration.
+        import urllib.request
+
+        restart = urllib.request.Request(
+            f"{args.base_url}/_lean/restart", method="POST", headers={"Authorization": f"Bearer {args.api_key}"}
+        )
+        with urllib.request.urlopen(restart, timeout=30) as answer:
+            answer.read()
     gc_time = _GcClock()
     gc.callbacks.append(gc_time)
     rss_before = _rss_kib()
@@ -289,6 +319,8 @@ def child_main(args: argparse.Namespace) -> int:
         "rss_before_mib": rss_before / 1024,
         "peak_rss_mib": peak_kib / 1024,
         "gc_s": gc_time.total,
+        "gc_full_s": gc_time.full,
+        "gc_collections": gc_time.collections,
         # Every prediction not seen succeeding: errors raised, other outcomes, never seen at all.
         "errors": len(ids) - succeeded,
         "error_samples": seen.errors[:5],
@@ -344,10 +376,21 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         str(args.watch_timeout),
         "--cap",
         str(args.cap),
+        "--log",
+        args.log,
     ]
+    if args.server == "lean":
+        command.append("--restart")
     if args.profile:
         command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
     env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
+    sink = _StatsdSink() if watcher == "trigger-metrics" else None
+    if sink is not None:
+        env.update(
+            AIRFLOW__METRICS__STATSD_ON="True",
+            AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
+            AIRFLOW__METRICS__STATSD_PORT=str(sink.port),
+        )
     children_cpu = _children_cpu_seconds()
     with log_file.open("w") as log:
         child = subprocess.Popen(
@@ -378,6 +421,8 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
     if code != 0 or not result_file.exists():
         raise RuntimeError(f"{watcher} child exited {code}; see {log_file}:\n{log_file.read_text()[-3000:]}")
     result: dict[str, Any] = json.loads(result_file.read_text())
+    if sink is not None:
+        result["metric_lines"] = sink.close()
     polls = emulator.stats(detail=False)["polls"]
     delays = result.pop("delays")
     result.update(
@@ -391,6 +436,37 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         delay_max_s=max(delays) if delays else float("nan"),
     )
     return result
+
+
+class _StatsdSink:
+    """A UDP socket on loopback that reads and counts StatsD lines (a thread), for ``trigger-metrics``."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self.lines = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                packet = self._socket.recv(65536)
+            except OSError:
+                continue
+            self.lines += packet.count(b"\n") + 1
+
+    def close(self) -> int:
+        self._stop.set()
+        self._thread.join(2)
+        self._socket.close()
+        return self.lines
 
 
 def _children_cpu_seconds() -> float:
@@ -477,6 +553,27 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print()
 
 
+def print_metrics_cost(results: list[dict[str, Any]]) -> None:
+    """trigger-metrics over trigger, per regime and N: each run over the mean of trigger's."""
+    for regime in _regimes_in(results):
+        for n in sorted({r["n"] for r in results if r["regime"] == regime}):
+            on = [
+                r["cpu_ms_per_poll"]
+                for r in results
+                if (r["regime"], r["n"], r["watcher"]) == (regime, n, "trigger-metrics")
+            ]
+            off = [
+                r["cpu_ms_per_poll"] for r in results if (r["regime"], r["n"], r["watcher"]) == (regime, n, "trigger")
+            ]
+            if on and off:
+                mean_off = statistics.fmean(off)
+                print(
+                    f"{regime} N={n}: metrics on {', '.join(f'{x:.3f}' for x in on)} ms/poll, off "
+                    f"{', '.join(f'{x:.3f}' for x in off)}; on / mean(off) = "
+                    f"{', '.join(f'{x / mean_off:.2f}' for x in on)}"
+                )
+
+
 def _regimes_in(results: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["regime"] for r in results))
 
@@ -541,11 +638,14 @@ def parent_main(args: argparse.Namespace) -> int:
                                 f"{regime['name']} {watcher} N={n}: {result['cpu_ms_per_poll']:.3f} CPU ms/poll "
                                 f"({result['polls_per_cpu_s']:,.0f} polls/CPU s), "
                                 f"{result['peak_rss_mib']:.0f} MiB peak, p95 delay {result['delay_p95_s']:.2f} s, "
-                                f"GC {result['gc_s']:.2f} s, {result['errors']} errors",
+                                f"GC {result['gc_s']:.2f} s ({result.get('gc_collections', [0, 0, 0])[2]} full: "
+                                f"{result.get('gc_full_s', float('nan')):.2f} s), {result['errors']} errors"
+                                + (f", {result['metric_lines']} metric lines" if "metric_lines" in result else ""),
                                 flush=True,
                             )
     print()
     print_table(results)
+    print_metrics_cost(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -555,7 +655,13 @@ def parent_main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--n", type=int, nargs="+", default=[100], help="predictions in flight, one run each (default 100)")
-    p.add_argument("--watchers", nargs="+", choices=WATCHERS, default=list(WATCHERS), help="default: all four")
+    p.add_argument(
+        "--watchers",
+        nargs="+",
+        choices=WATCHERS,
+        default=[w for w in WATCHERS if w != "trigger-metrics"],
+        help="default: all but trigger-metrics",
+    )
     p.add_argument(
         "--regimes",
         nargs="+",
@@ -575,6 +681,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cap", type=int, default=100, help="requests in flight for replicate-capped (default 100)")
     p.add_argument("--watch-timeout", type=float, default=300.0, help="give up watching after (default 300 s)")
     p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")
+    p.add_argument(
+        "--log",
+        choices=("triggerer", "default"),
+        default="triggerer",
+        help="the child's logging: as the triggerer's runner (JSON, unmasked; default) or Airflow's default console",
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--profile", help="folder for a pyinstrument profile of each child")
     p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument", help="for --profile")
@@ -585,6 +697,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--base-url", help=argparse.SUPPRESS)
     p.add_argument("--api-key", default=API_KEY, help=argparse.SUPPRESS)
+    p.add_argument("--restart", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypedDict, cast
 
 from airflow_provider_cometapi.exceptions import CometAPIError, UnexpectedEventError
 from airflow_provider_cometapi.models import TERMINAL_STATUSES, check_prediction_id
-from airflow_provider_cometapi.polling import MAX_FAILED_POLLS
+from airflow_provider_cometapi.polling import MAX_FAILED_POLLS, report_prediction_end
 
 if TYPE_CHECKING:
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
@@ -287,7 +287,10 @@ async def poll_round(hook: CometAPIHook, watch: BatchWatch) -> int:
             except CometAPIError as error:
                 watch.poll_failed(prediction_id, error)
             else:
+                ended = prediction.is_terminal and prediction_id in watch.running
                 watch.observe(prediction_id, prediction)
+                if ended:  # once per prediction: the metrics of its end (never per poll)
+                    report_prediction_end(prediction, hook)
 
     await asyncio.gather(*(poller() for _ in range(min(POLL_CONCURRENCY, len(watch.running)))))
     return polled

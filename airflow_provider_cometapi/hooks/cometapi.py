@@ -12,6 +12,7 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from yarl import URL
 
+from airflow_provider_cometapi import metrics
 from airflow_provider_cometapi.api import (
     ApiRequest,
     api_url,
@@ -104,6 +105,11 @@ class CometAPIHook(BaseHook):
         """The connection's settings, looked up on first use (blocking)."""
         if self._settings is None:
             self._settings = self._read_settings()
+        return self._settings
+
+    @property
+    def looked_up_settings(self) -> CometAPISettings | None:
+        """The settings if this hook has read them already, else ``None`` (never a lookup: code that must not block)."""
         return self._settings
 
     def _read_settings(self, *, conn_id: str | None = None) -> CometAPISettings:
@@ -240,7 +246,7 @@ class CometAPIHook(BaseHook):
         request = create_prediction_request(
             model_id, validate_input(model_id, input), wait=wait, cancel_after=cancel_after
         )
-        return Prediction.from_api(self._call(request))
+        return metrics.created(model_id, Prediction.from_api(self._call(request)))
 
     def get_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """
@@ -401,7 +407,7 @@ class CometAPIHook(BaseHook):
         request = create_prediction_request(
             model_id, validate_input(model_id, input), wait=wait, cancel_after=cancel_after
         )
-        return Prediction.from_api(await self._acall(request))
+        return metrics.created(model_id, Prediction.from_api(await self._acall(request)))
 
     async def aget_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """Async ``get_prediction``: same parameters, result and errors."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cometapi import parameters
+from airflow_provider_cometapi import metrics, parameters
 from airflow_provider_cometapi.batch.pacing import MAX_IN_FLIGHT
 from airflow_provider_cometapi.batch.watch import BatchEvent, BatchWatch, Progress, await_batch, batch_event
 from airflow_provider_cometapi.exceptions import InvalidParameterError
@@ -120,6 +120,7 @@ class PredictionBatchTrigger(BaseTrigger):
         self._hook = CometAPIHook(self.cometapi_conn_id)
         not_before = self.deferred_at + self.min_defer_seconds
         event: BatchEvent
+        metrics.wait_started(len(self.prediction_ids))
         try:
             event = await await_batch(self._hook, watch, not_before=not_before)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
@@ -129,6 +130,7 @@ class PredictionBatchTrigger(BaseTrigger):
             )
             await asyncio.sleep(max(0.0, not_before - time.time()))  # held like any other event
         finally:
+            metrics.wait_finished(len(self.prediction_ids))
             await self.cleanup()
         watch.log_progress(force=True)
         self.log.info(event["message"])

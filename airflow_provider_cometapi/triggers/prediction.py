@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cometapi import parameters
+from airflow_provider_cometapi import metrics, parameters
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.polling import (
     CANCEL_TIMEOUT,
@@ -19,10 +21,22 @@ from airflow_provider_cometapi.polling import (
     PredictionWatch,
     await_prediction,
     error_event,
+    report_end,
 )
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator
+
+# Per trigger class: the logging configuration's logger factory, and the logger made under it.
+_SHARED_LOGGER: dict[type, tuple[tuple[object, ...], Any]] = {}
+
+
+def _logger_name(cls: type) -> str:
+    """``LoggingMixin``'s name for the class's logger, so that records are named as they always were."""
+    name = getattr(cls, "_logger_name", None) or f"{cls.__module__}.{cls.__name__}"
+    prefix = getattr(cls, "_log_config_logger_name", None)
+    return f"{prefix}.{name}" if prefix else name
+
 
 # The deferral's own timeout comes this long after the trigger's deadline, so that the
 # trigger's timeout event (which cancels the prediction) wins over Airflow killing the wait.
@@ -66,6 +80,24 @@ class PredictionTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self._hook: CometAPIHook | None = None
 
+    @property
+    def log(self) -> Any:
+        """
+        One logger for every ``PredictionTrigger`` in the process, made on first use.
+
+        A logger of its own per trigger (``LoggingMixin``'s) is assembled again for each of
+        thousands of triggers, and that costs about as much as the record it writes. The
+        triggerer sends each record to its trigger's log by the context it binds around the
+        trigger (``trigger_id``), not by the logger, so one shared logger writes exactly the same
+        records. It is made again when logging is configured again or the standard streams it
+        may write to are replaced (a logger holds the stream it was made with).
+        """
+        made_under = (structlog.get_config()["logger_factory"], sys.stdout, sys.stderr)
+        shared = _SHARED_LOGGER.get(type(self))
+        if shared is None or shared[0] != made_under:
+            shared = _SHARED_LOGGER[type(self)] = (made_under, structlog.get_logger(_logger_name(type(self))).bind())
+        return shared[1]
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The classpath and the five constructor arguments: ids, conn id, deadline; never a secret."""
         return (
@@ -86,15 +118,20 @@ class PredictionTrigger(BaseTrigger):
         watch = PredictionWatch(self.prediction_id, self.poll_interval, self.deadline, self.log, LogMode.COLLECT)
         self._hook = CometAPIHook(self.cometapi_conn_id)
         event: PredictionEvent
+        metrics.wait_started()
         try:
             event = await await_prediction(self._hook, watch)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
             self.log.exception("Waiting for prediction %s failed unexpectedly.", self.prediction_id)
-            event = error_event(
-                self.prediction_id,
-                f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+            event = report_end(
+                watch,
+                error_event(
+                    self.prediction_id,
+                    f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+                ),
             )
         finally:
+            metrics.wait_finished()
             await self.cleanup()
         statuses = f" Statuses: {', '.join(watch.statuses)}." if watch.statuses else ""
         if watch.end_log:
