@@ -54,6 +54,18 @@ def trigger_ratios(by_watcher: dict[str, dict[str, Any]]) -> dict[str, float]:
     return ratios
 
 
+NOT_STARTED = frozenset({"", "none", "scheduled", "queued"})
+
+
+def executions_done(result: dict[str, Any]) -> int:
+    """
+    Task executions a run's workers did: task instances that started (any state past ``queued``),
+    one more for each deferral (its resume) and each retry; of a run cut short, those so far.
+    """
+    started = sum(count for state, count in result["states"].items() if state not in NOT_STARTED)
+    return int(started + result["deferrals"] + result["retries"])
+
+
 def run_rows_written(per_table: dict[str, dict[str, int]]) -> int:
     """Rows inserted + updated in the tables a DAG run writes (``BACKGROUND_TABLES`` left out)."""
     return sum(d["ins"] + d["upd"] for name, d in per_table.items() if name not in BACKGROUND_TABLES)

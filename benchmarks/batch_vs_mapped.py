@@ -12,8 +12,8 @@ benchmarks/dags/bench_batch_vs_mapped.py one after the other, the same N prompts
 For each run it reports:
 
 - **wall time**, the run's start to its end (the dag run's dates);
-- **task instances** and task executions (a deferral resumes once: executions = task instances
-  + deferrals + retries);
+- **task instances** and task executions (those started, plus a resume per deferral and a try
+  per retry: ``_shared.executions_done``);
 - **worker-slot seconds**: the LocalExecutor workers busy with a task, summed over time, sampled
   every 0.1 s from their process titles (a worker names the task instance it runs, ``<idle>``
   otherwise; a deferred task holds none); and, from the metadata DB every second, the run's task
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from _shared import ratio, run_rows_written, stored_outputs  # beside this script
+from _shared import executions_done, ratio, run_rows_written, stored_outputs  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -217,7 +217,7 @@ def run_design(
     stats = emulator.stats(detail=False)
     slot_s = sampler.slot_seconds
     wall = _seconds(start_date, end_date) if state != "timeout" else elapsed
-    return {
+    result = {
         "design": design,
         "dag_id": dag_id,
         "state": state,
@@ -230,7 +230,6 @@ def run_design(
         "states": {s: sum(1 for _, x, _ in tis if x == s) for s in sorted({x for _, x, _ in tis})},
         "deferrals": deferrals,
         "retries": retries,
-        "task_executions": len(tis) + deferrals + retries,
         "executions_seen_on_workers": len(sampler.executions),
         "worker_slot_s": slot_s,
         "running_s": sampler.state_seconds.get("running", 0.0),
@@ -242,6 +241,8 @@ def run_design(
         "polls": int(stats["polls"]),
         "stored": stored_outputs(destination),
     }
+    result["executions_done"] = executions_done(result)
+    return result
 
 
 def _whole(result: dict[str, Any], n: int) -> bool:
@@ -274,7 +275,7 @@ def summary(result: dict[str, Any]) -> str:
     stored = result["stored"]
     return (
         f"{result['design']}: {result['state']} in {result['wall_s']:.1f} s, {result['task_instances']} task instances "
-        f"({result['task_executions']} executions, {result['deferrals']} deferrals), "
+        f"({result['executions_done']} executions, {result['deferrals']} deferrals), "
         f"worker-slot {result['worker_slot_s']:.0f} s "
         f"(running {result['running_s']:.0f} s), {result['rows_written']:,} DB rows written "
         f"({result['run_rows_written']:,} in the run's tables), {result['creates']} creates, "

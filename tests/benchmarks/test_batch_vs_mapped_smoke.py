@@ -51,8 +51,8 @@ def design(name: str, n: int, wall: float, slot_s: float, per_table: dict[str, d
         "state": "success",
         "wall_s": wall,
         "task_instances": 1 + (2 * n if mapped else 1),
-        "task_executions": 1 + (3 * n if mapped else 2),
         "deferrals": n if mapped else 1,
+        "retries": 0,
         "failed_task_instances": 0,
         "states": {"success": 1 + (2 * n if mapped else 1)},
         "worker_slot_s": slot_s,
@@ -154,6 +154,7 @@ def test_the_page_keeps_its_hand_written_sections(modules, tmp_path):
     # Generated: both designs, the ratio and its verdict; the faults' goals, one not held.
     assert "| wall time, s | 200.0 | 30.0 | 0.150 |" in text
     assert "| task instances | 21 | 2 | 0.095 |" in text
+    assert "| task executions (started, resumes, retries) | 31 | 3 | 0.097 |" in text  # 1 + 3N, 1 + 2
     assert "**Goal: batch wall time ≤ 0.25x mapped: 0.150x, held.**" in text
     assert "| creates equal inputs | 31 creates for 30 inputs (0 cancels) | **not held** |" in text
     assert "- faults mid-batch: creates equal inputs" in text
