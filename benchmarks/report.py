@@ -312,7 +312,7 @@ def batch_scale_section(runs: list[dict[str, Any]]) -> tuple[list[str], list[str
                 f"{batch['create_limit_per_minute']:,.0f} a minute, `creates_per_minute="
                 f"{batch['creates_per_minute']:,.0f}`, `max_in_flight={batch['max_in_flight']}`; wall "
                 f"{_fmt(batch['wall_s'], 1)} s, worker CPU {_fmt(batch['cpu_s'], 1)} s. Run {run['started']} on "
-                f"{run['cpus']} CPUs.",
+                f"{run['cpus']} CPUs{_load(run)}.",
                 "",
             ]
         out += ["| goal | figure | target | verdict |", "|---|---|---|---|"]
@@ -322,6 +322,13 @@ def batch_scale_section(runs: list[dict[str, Any]]) -> tuple[list[str], list[str
                 misses.append(f"{goal} ({mode}): {figure}, target {target}")
         out.append("")
     return out, misses
+
+
+def _load(run: dict[str, Any]) -> str:
+    """The machine's 1-minute load average before and after a run, where the run recorded it."""
+    if "load_before" not in run or "load_after" not in run:
+        return ""
+    return f" (load average {run['load_before'][0]:.1f} before, {run['load_after'][0]:.1f} after)"
 
 
 def _held(ok: bool | None) -> str:
