@@ -123,23 +123,36 @@ test-oldest: $(OLDEST_STAMP)
 
 .PHONY: ui ui-screenshots test-oldest
 
-# --- Benchmarks (issue 7) ---------------------------------------------------------------------
-# `make bench`: a short run (100 predictions per watcher) into bench-output/. `make bench FULL=1`:
-# 100, 1,000 and 10,000 predictions, the emulator's capacity and the deployment benchmark
-# (PostgreSQL needed, as for `make e2e`), written to docs/performance.md and docs/img/.
+# --- Benchmarks (issues 7 and 17) -------------------------------------------------------------
+# `make bench`: a short run into bench-output/ (a few minutes): 1,000 predictions per watcher,
+# a 1,000-input batch, and batch vs mapped at 10 prompts in a real deployment. `make bench FULL=1`:
+# every benchmark at its real size, written to docs/performance.md and docs/img/: 100, 1,000 and
+# 10,000 predictions and the emulator's capacity; the worker-slot deployment benchmark; 10,000
+# inputs in one batch task (blocking, then deferrable); batch vs mapped at 1,000 prompts; the
+# faults mid-batch (the e2e batch test, its figures collected). The deployments need PostgreSQL,
+# as `make e2e` does. The page's prose is benchmarks/page/performance.md, its template.
 # The unit tier runs the benchmark at tiny N, so the tools go in with the test tools.
 BENCH_TOOLS := replicate==1.0.7 "matplotlib>=3.8" "pyinstrument>=4.6"
 BENCH_STAMP := $(VENV)/.bench-tools-installed
+BENCH_JSON := bench-output
 FULL ?=
 ifeq ($(FULL),1)
 BENCH_OUT := docs
 BENCH_SCALE := --n 100 1000 10000 --repeat 2 --watch-timeout 150 --capacity-seconds 10
-BENCH_DEPLOYMENT := bench-output/deployment.json
+BENCH_BATCH_MODES := blocking deferrable
+BENCH_BATCH := --n 10000
+BENCH_VS_MAPPED := --n 1000
+BENCH_FULL_ONLY := deployment faults
 else
 BENCH_OUT := bench-output
 BENCH_SCALE := --n 1000 --watchers floor trigger
-BENCH_DEPLOYMENT :=
+BENCH_BATCH_MODES := deferrable
+BENCH_BATCH := --n 1000 --trigger-n 100 --trigger-repeat 1
+BENCH_VS_MAPPED := --n 10
+BENCH_FULL_ONLY :=
 endif
+# The batch trigger against the floor is measured once, with the first mode.
+BENCH_BATCH_JSON := $(foreach mode,$(BENCH_BATCH_MODES),$(BENCH_JSON)/batch_scale_$(mode).json)
 
 .PHONY: bench
 
@@ -150,11 +163,17 @@ $(BENCH_STAMP): $(STAMP) Makefile
 unit: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	mkdir -p bench-output
-	$(BIN)/python benchmarks/trigger_scale.py $(BENCH_SCALE) --json bench-output/trigger_scale.json
-	$(if $(BENCH_DEPLOYMENT),$(BIN)/python benchmarks/deployment_slots.py --json $(BENCH_DEPLOYMENT))
-	$(BIN)/python benchmarks/report.py --scale bench-output/trigger_scale.json \
-		$(if $(BENCH_DEPLOYMENT),--deployment $(BENCH_DEPLOYMENT)) \
+	mkdir -p $(BENCH_JSON)
+	$(BIN)/python benchmarks/trigger_scale.py $(BENCH_SCALE) --json $(BENCH_JSON)/trigger_scale.json
+	$(if $(filter deployment,$(BENCH_FULL_ONLY)),$(BIN)/python benchmarks/deployment_slots.py --json $(BENCH_JSON)/deployment.json)
+	$(foreach mode,$(BENCH_BATCH_MODES),$(BIN)/python benchmarks/batch_scale.py $(BENCH_BATCH) --mode $(mode) \
+		$(if $(filter-out $(firstword $(BENCH_BATCH_MODES)),$(mode)),--trigger-n 0) --json $(BENCH_JSON)/batch_scale_$(mode).json &&) true
+	$(BIN)/python benchmarks/batch_vs_mapped.py $(BENCH_VS_MAPPED) --json $(BENCH_JSON)/batch_vs_mapped.json
+	$(if $(filter faults,$(BENCH_FULL_ONLY)),$(BIN)/python benchmarks/batch_faults.py --json $(BENCH_JSON)/batch_faults.json)
+	$(BIN)/python benchmarks/report.py --scale $(BENCH_JSON)/trigger_scale.json \
+		$(if $(filter deployment,$(BENCH_FULL_ONLY)),--deployment $(BENCH_JSON)/deployment.json) \
+		--batch-scale $(BENCH_BATCH_JSON) --batch-vs-mapped $(BENCH_JSON)/batch_vs_mapped.json \
+		$(if $(filter faults,$(BENCH_FULL_ONLY)),--batch-faults $(BENCH_JSON)/batch_faults.json) \
 		--out $(BENCH_OUT)/performance.md --command "make bench$(if $(filter 1,$(FULL)), FULL=1)"
 
 # --- Version matrix and a local Airflow (issue 16) --------------------------------------------

@@ -1,12 +1,19 @@
-"""What the benchmark scripts share: CPU pinning, the one percentile, the trigger's ratios."""
+"""What the benchmark scripts share: CPU pinning, the one percentile, the trigger's ratios, what a
+destination folder holds, and which metadata-DB tables are written by the components' background
+work rather than by a DAG run."""
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 WATCHERS_COMPARED = ("floor", "replicate", "replicate-capped")
+# Written whatever runs: the components' heartbeats (job) and the dag-processor's parses.
+BACKGROUND_TABLES = frozenset(
+    {"job", "dag", "dag_bundle", "dag_code", "dag_version", "serialized_dag", "dag_tag", "dag_warning", "import_error"}
+)
 
 
 def pin(pid: int, cpu: int | None) -> bool:
@@ -45,3 +52,42 @@ def trigger_ratios(by_watcher: dict[str, dict[str, Any]]) -> dict[str, float]:
     floor = by_watcher.get("floor")
     ratios["growth"] = ratio(trigger["growth_mib_per_1000"], floor["growth_mib_per_1000"]) if floor else math.nan
     return ratios
+
+
+NOT_STARTED = frozenset({"", "none", "scheduled", "queued"})
+
+
+def executions_done(result: dict[str, Any]) -> int:
+    """
+    Task executions a run's workers did: task instances that started (any state past ``queued``),
+    one more for each deferral (its resume) and each retry; of a run cut short, those so far.
+    """
+    started = sum(count for state, count in result["states"].items() if state not in NOT_STARTED)
+    return int(started + result["deferrals"] + result["retries"])
+
+
+def run_rows_written(per_table: dict[str, dict[str, int]]) -> int:
+    """Rows inserted + updated in the tables a DAG run writes (``BACKGROUND_TABLES`` left out)."""
+    return sum(d["ins"] + d["upd"] for name, d in per_table.items() if name not in BACKGROUND_TABLES)
+
+
+def stored_outputs(folder: Path) -> dict[str, int]:
+    """What a destination folder holds: images (each decoded by Pillow), sidecars, manifests, leftovers."""
+    from PIL import Image
+
+    names = [path.name for path in folder.iterdir()] if folder.exists() else []
+    images = [name for name in names if name.endswith(".webp") and not name.startswith(".")]
+    broken = 0
+    for name in images:
+        try:
+            with Image.open(folder / name) as picture:
+                picture.load()
+        except Exception:
+            broken += 1
+    return {
+        "images": len(images),
+        "broken_images": broken,
+        "sidecars": sum(1 for name in names if name.endswith(".json")),
+        "manifests": sum(1 for name in names if name.endswith(".manifest.jsonl")),
+        "partials": sum(1 for name in names if ".partial" in name),
+    }

@@ -1,7 +1,15 @@
 """Write the performance page (markdown tables and a PNG plot) from the benchmarks' JSON results.
 
+The page is its template, ``benchmarks/page/performance.md``, with each ``<!-- results: NAME -->``
+line replaced by the section made from that benchmark's JSON and ``{{ command }}`` by the command
+that ran them. The hand-written prose lives in the template, so regenerating the page keeps it.
+A benchmark given no results keeps the section the page already has (its run's date in it), so
+one benchmark's figures can be written again alone (``--fresh``: a line saying it was not run).
+
     .venv/bin/python benchmarks/report.py --scale bench-output/trigger_scale.json \
-        --deployment bench-output/deployment.json --out docs/performance.md
+        --deployment bench-output/deployment.json --batch-scale bench-output/batch_scale.json \
+        --batch-vs-mapped bench-output/batch_vs_mapped.json --batch-faults bench-output/batch_faults.json \
+        --out docs/performance.md
 """
 
 from __future__ import annotations
@@ -9,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _shared import ratio, trigger_ratios  # beside this script
+from _shared import executions_done, ratio, run_rows_written, trigger_ratios  # beside this script
 
 WATCHER_NAMES = {
     "trigger": "PredictionTrigger",
@@ -22,6 +32,8 @@ WATCHER_NAMES = {
     "replicate-capped": "replicate 1.0.7, capped",
 }
 IMAGE = "img/performance.png"
+TEMPLATE = Path(__file__).resolve().parent / "page" / "performance.md"
+MARKER = re.compile(r"^<!-- results: (\w+) -->$", re.MULTILINE)
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -257,42 +269,6 @@ def deployment_section(deployment: dict[str, Any]) -> tuple[list[str], list[str]
     return out, misses
 
 
-FINDINGS = """## Where the time and memory went
-
-Found with `benchmarks/trigger_scale.py --profile DIR` (pyinstrument, or `--profiler cprofile`), which
-writes a profile of each watcher's child. What the trigger spent beyond the floor, and what was done:
-
-- **An aiohttp session per trigger.** Each trigger's hook opened its own session and connections. Now
-  all hooks on an event loop share one session (at most `MAX_CONNECTIONS_PER_LOOP` = 100 connections,
-  the key sent per request, so one session serves every connection); each hook holds it and the last
-  one to let go closes it.
-- **Log records.** Airflow's structlog pipeline costs about 0.1-0.3 ms per record, more than a poll.
-  The trigger wrote the prediction's log line by line and every status change; it now writes the
-  status while waiting, then the outcome and the prediction's log in one record at the end.
-- **The tenacity machinery per call.** Building the retry loop cost more than the poll's own work. The
-  one `RetryPolicy` (sync and async alike) now tries once and builds the loop only after a retryable
-  failure; the hook's logger is made only then, too.
-- **Connection lookups.** One per trigger; in a triggerer each is a round trip to its supervisor. Hooks
-  on a loop that ask at the same time share one lookup, and its answer serves those asking in the
-  next 5 s (`LOOKUP_REUSE_SECONDS`).
-- **Per-poll rebuilding.** The poll's request and its parsed URL are kept by the hook for the
-  prediction it polls, headers and timeout once per connection.
-- **Lockstep.** The first sleep is 0.5-1.5 poll intervals, so triggers deferred together do not poll
-  together.
-
-Before these changes, the same benchmark (polls every 5 s, 20-second predictions) measured the
-trigger at 2.1x the floor's CPU per poll at N = 1,000 and 3.2x at N = 10,000, where it could not
-keep up: 1.3 polls per prediction instead of 3.4, p95 detection delay 25 s.
-
-The floor is answered by `benchmarks/lean_server.py` (a low-level aiohttp server answering
-seed-shaped JSON) and imports Airflow as the trigger's process does; the same floor against the
-emulator measured the same, so the emulator was not what made it dear: the regime is (a poll at
-200 a second is its own event-loop wake-up, at 1,000 a second wake-ups are shared).
-
-What is left above the floor is Airflow's own per-trigger objects (the trigger, its hook and their
-loggers), two log records per prediction, and the longer chain of coroutines each poll resumes."""
-
-
 def plot(scale: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -323,57 +299,280 @@ def plot(scale: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_page(scale: dict[str, Any] | None, deployment: dict[str, Any] | None, out: Path, command: str) -> list[str]:
-    lines = [
-        "# Performance",
+def batch_scale_section(runs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """One table of goals per run of batch_scale.py (a mode each), from its verdicts."""
+    misses: list[str] = []
+    out: list[str] = []
+    for run in runs:
+        batch = run.get("batch") or {}
+        mode = batch.get("mode", "trigger only")
+        if batch:
+            out += [
+                f"`benchmarks/batch_scale.py --mode {mode}`: {batch['n']:,} inputs, create limit "
+                f"{batch['create_limit_per_minute']:,.0f} a minute, `creates_per_minute="
+                f"{batch['creates_per_minute']:,.0f}`, `max_in_flight={batch['max_in_flight']}`; wall "
+                f"{_fmt(batch['wall_s'], 1)} s, worker CPU {_fmt(batch['cpu_s'], 1)} s. Run {run['started']} on "
+                f"{run['cpus']} CPUs{_load(run)}.",
+                "",
+            ]
+        out += ["| goal | figure | target | verdict |", "|---|---|---|---|"]
+        for goal, figure, target, held in run["verdicts"]:
+            out.append(f"| {goal} | {figure} | {target} | {_held(held)} |")
+            if held is False:
+                misses.append(f"{goal} ({mode}): {figure}, target {target}")
+        out.append("")
+    return out, misses
+
+
+def _load(run: dict[str, Any]) -> str:
+    """The machine's 1-minute load average before and after a run, where the run recorded it."""
+    if "load_before" not in run or "load_after" not in run:
+        return ""
+    return f" (load average {run['load_before'][0]:.1f} before, {run['load_after'][0]:.1f} after)"
+
+
+def _held(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("held" if ok else "**not held**")
+
+
+DESIGNS = {
+    "mapped": "mapped: `@task.cometapi` (deferrable) + `SavePredictionOutputsOperator`",
+    "batch": "batch: one `CreatePredictionBatchOperator`",
+}
+
+
+def batch_vs_mapped_section(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Both designs side by side, the ratio of their wall times and its verdict."""
+    n, results = report["n"], report["results"]
+    designs = [name for name in DESIGNS if name in results]
+    out = [
+        f"`benchmarks/batch_vs_mapped.py --n {n}` (DAGs in `benchmarks/dags/bench_batch_vs_mapped.py`): the "
+        "end-to-end tier's deployment (PostgreSQL, api-server, scheduler, dag-processor, triggerer; "
+        f"LocalExecutor with {report['slots']} worker slots, `parallelism={report['slots']}`; "
+        f"`[core] max_map_length` set to {max(1024, n):,}) and the emulator, {n:,} prompts of "
+        f"{report['prediction_seconds']:g} s each ({report['image_size']}-pixel WebP images), each design storing "
+        "every output in a `file://` destination, polling every 1 s. Wall time: the DAG run's start to its end. "
+        "Worker-slot seconds: the LocalExecutor workers busy with a task, summed over time (their process titles, "
+        "sampled every 0.1 s; a deferred task holds none); the task instances in `running` are summed from the "
+        "metadata DB every second. Task executions: task instances started, plus a resume per deferral and a try "
+        "per retry. Rows written: `n_tup_ins + n_tup_upd` of `pg_stat_user_tables` across the run, in the tables "
+        "a run writes (the components' heartbeats in `job` and the dag-processor's parses apart). Per prompt: of "
+        "a run cut short, scaled from the executions it did to the 1 + 3N a whole mapped run needs (marked ≈). "
+        f"Run {report['started']} on {report['cpus']} CPUs shared with other developers' work.",
         "",
-        "How many predictions one triggerer can wait for, at what cost, against the official `replicate` "
-        "client and against the floor (the least an asyncio poller can do), and what deferral saves in "
-        "worker slots. The whole page, tables and plot, is written by:",
+        "| figure | "
+        + " | ".join(DESIGNS[name] for name in designs)
+        + (" | batch ÷ mapped |" if len(designs) == 2 else " |"),
+        "|---|" + "---:|" * (len(designs) + (1 if len(designs) == 2 else 0)),
+    ]
+    rows: list[tuple[str, Callable[[dict[str, Any]], float], int]] = [
+        ("wall time, s", lambda r: r["wall_s"], 1),
+        ("outputs stored (images decoded)", lambda r: r["stored"]["images"] - r["stored"]["broken_images"], 0),
+        ("emulator creates", lambda r: r["creates"], 0),
+        ("task instances", lambda r: r["task_instances"], 0),
+        ("task executions (started, resumes, retries)", executions_done, 0),
+        ("retries", lambda r: r["retries"], 0),
+        ("worker-slot seconds", lambda r: r["worker_slot_s"], 0),
+        ("task instances in `running`, summed, s", lambda r: r["running_s"], 0),
+        ("worker-slot seconds per task execution", lambda r: ratio(r["worker_slot_s"], executions_done(r)), 2),
+        ("worker-slot seconds per prompt", lambda r: per_prompt(r, r["worker_slot_s"], n), 2),
+        ("metadata-DB rows written (the run's tables)", lambda r: run_rows_written(r["per_table"]), 0),
+        ("rows written per prompt", lambda r: per_prompt(r, run_rows_written(r["per_table"]), n), 2),
+        ("rows written, every table (heartbeats, parses too)", lambda r: r["rows_written"], 0),
+        ("failed task instances", lambda r: r["states"].get("failed", 0), 0),
+    ]
+    for label, figure, digits in rows:
+        values = [figure(results[name]) for name in designs]
+        cells = [
+            ("≈ " if "per prompt" in label and results[name]["state"] == "timeout" else "") + _fmt(float(v), digits)
+            for name, v in zip(designs, values, strict=True)
+        ]
+        if len(designs) == 2:
+            cells.append(_fmt(ratio(values[1], values[0]), 3))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", "Where the rows went (the most written tables, inserts + updates):", ""]
+    for name in designs:
+        per_table = results[name]["per_table"]
+        top = sorted(per_table.items(), key=lambda item: -(item[1]["ins"] + item[1]["upd"]))[:6]
+        out.append(f"- {name}: " + ", ".join(f"`{table}` {d['ins'] + d['upd']:,}" for table, d in top))
+    misses: list[str] = []
+    mapped, batch = results.get("mapped"), results.get("batch")
+    for name in designs:
+        r = results[name]
+        if r["state"] != "success":
+            out += [
+                "",
+                f"The {name} run did not end: {r['state']} after {_fmt(r['wall_s'], 0)} s, "
+                f"{r['stored']['images']:,} of {n:,} outputs stored, task instances {r['states']}.",
+            ]
+    if mapped and batch:
+        value, goal = report["ratio"], report["goal"]
+        bound = ""
+        if mapped["state"] == "timeout":
+            done, whole = executions_done(mapped), 1 + 3 * n  # prompts; per prompt a create, its resume, a store
+            estimate = mapped["wall_s"] * whole / done if done else float("nan")
+            bound = (
+                f" The mapped run was stopped after {_fmt(mapped['wall_s'], 0)} s, having done {done:,} of the "
+                f"{whole:,} task executions a whole run needs (each prompt: create, resume, store): its wall time is "
+                f"at least that, so the ratio is at most the figure shown (as is every batch ÷ mapped ratio of a "
+                f"total above: the mapped totals are those so far). At the pace it kept, the whole run would "
+                f"take about {_fmt(estimate, 0)} s (ratio about {_fmt(ratio(batch['wall_s'], estimate), 3)})."
+            )
+            if mapped["task_instances_by_task"].get("store", 0) <= 1:
+                bound += (
+                    " It had stored nothing yet: a task mapped over a mapped task's output is expanded only once "
+                    "every upstream instance has ended, so the mapped design stores no output before the last "
+                    "prediction is made."
+                )
+        out += [
+            "",
+            f"**Goal: batch wall time ≤ {goal:g}x mapped: {_fmt(value, 3)}x, {_held(report['held'])}.**{bound}",
+        ]
+        if not report["held"]:
+            misses.append(f"batch wall ≤ {goal:g}x mapped at N = {n:,}: {_fmt(value, 3)}x")
+    return out, misses
+
+
+def per_prompt(result: dict[str, Any], value: float, n: int) -> float:
+    """``value`` per prompt; of a mapped run cut short, scaled from its executions to a whole run's 1 + 3N."""
+    if result["state"] != "timeout":
+        return value / n
+    return ratio(value, executions_done(result)) * (1 + 3 * n) / n
+
+
+def batch_faults_section(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The goals of the faults benchmark, from the e2e batch test's figures."""
+
+    def shown(name: str) -> str:
+        value = report.get(name)
+        return "?" if value is None else f"{value}"
+
+    out = [
+        f"`benchmarks/batch_faults.py` runs `{report['test']}` (a real deployment: PostgreSQL, LocalExecutor with "
+        f"2 slots, triggerer; {report.get('inputs', '?')} inputs in one deferrable batch, waves of 10, two retries) "
+        "and reads its figures before the deployment is torn down. The test SIGKILLs the task process while it "
+        f"creates (after {shown('creates_before_first_kill')} creates), stops the triggerer and starts a new one "
+        f"while the retry waits ({shown('triggerer_restarts')} restart), and SIGKILLs the task again while it stores "
+        f"({shown('stored_at_second_kill')} images stored, {shown('downloads_at_second_kill')} downloads started); a "
+        "kill never lands in the one window the docs allow for a duplicate (a create answered, its id not yet "
+        "written). Besides the figures below, the test compares every stored image byte for byte with what the "
+        "gateway serves and opens it as a picture of the right size. "
+        f"The test {report.get('outcome', 'did not run')} in {_fmt(report.get('duration_s'), 0)} s; run "
+        f"{report['started']}.",
         "",
-        "```bash",
-        command,
-        "```",
-        "",
+        "| goal | figure | verdict |",
+        "|---|---|---|",
     ]
     misses: list[str] = []
+    for goal, figure, held in report["goals"]:
+        out.append(f"| {goal} | {figure} | {_held(held)} |")
+        if not held:
+            misses.append(f"faults mid-batch: {goal} ({figure})")
+    if report.get("failure"):
+        out += ["", "The test failed:", "", "```text", report["failure"][-1500:], "```"]
+    return out, misses
+
+
+def write_page(
+    results: dict[str, Any], out: Path, command: str, template: Path = TEMPLATE, keep: bool = True
+) -> list[str]:
+    """
+    The page from the template and whatever results were given; returns the targets not held.
+
+    Each generated section is written between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``
+    with the targets it missed; with ``keep``, a section given no results keeps what the page at
+    ``out`` already had there (from an earlier run, which the section dates), misses included.
+    """
+    misses: dict[str, list[str]] = {}
+    sections: dict[str, list[str]] = {}
+    scale = results.get("trigger_scale")
     if scale:
+        lines: list[str] = []
+        misses["trigger_scale"] = []
         for part in regime_parts(scale):
             section, missed = scale_section(part)
             lines += [*section, ""]
-            misses += [f"{miss} ({part['regime']})" if part.get("regime") else miss for miss in missed]
+            misses["trigger_scale"] += [f"{m} ({part['regime']})" if part.get("regime") else m for m in missed]
         plot(regime_parts(scale)[0], out.parent / IMAGE)
-    if deployment:
-        section, missed = deployment_section(deployment)
-        lines += [*section, ""]
-        misses += missed
-    lines += ["## Targets that do not hold", ""]
-    if misses:
-        lines += [f"- {miss}" for miss in misses]
-        if any("replicate" in miss for miss in misses):
-            lines += [
-                "",
-                "What limits the ratio to replicate: the floor itself, per N above. The trigger's CPU per poll is "
-                "within 1.5x of the floor at every N; replicate's cost per poll sets the rest.",
-            ]
-    else:
-        lines.append("None: every target above holds in this run.")
-    lines += ["", FINDINGS, ""]
+        sections["trigger_scale"] = lines
+    makers: dict[str, Callable[[Any], tuple[list[str], list[str]]]] = {
+        "deployment": deployment_section,
+        "batch_scale": batch_scale_section,
+        "batch_vs_mapped": batch_vs_mapped_section,
+        "batch_faults": batch_faults_section,
+    }
+    for name, make in makers.items():
+        if results.get(name):
+            sections[name], misses[name] = make(results[name])
+    kept = previous_sections(out) if keep and out.exists() else {}
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "misses":
+            return MISSES_MARK
+        if name in sections:
+            body = "\n".join(sections[name]).rstrip()
+        elif name in kept:
+            body, misses[name] = kept[name]
+        else:
+            body = f"_No `{name}` results were given to `benchmarks/report.py` for this page; `{FULL}` runs it._"
+            misses[name] = []
+        return f"<!-- begin: {name} -->\n<!-- misses: {json.dumps(misses[name])} -->\n{body}\n<!-- end: {name} -->"
+
+    text = re.sub(r"\A<!--.*?-->\n", "", template.read_text(), flags=re.DOTALL)
+    text = MARKER.sub(fill, text.replace("{{ command }}", command))
+    every = [miss for name in misses for miss in misses[name]]
+    missed = [f"- {miss}" for miss in every] or ["None: every target above holds."]
+    if any("replicate" in miss for miss in every):
+        missed += [
+            "",
+            "What limits the ratio to replicate: the floor itself, per N above. The trigger's CPU per poll is "
+            "within 1.5x of the floor at every N; replicate's cost per poll sets the rest.",
+        ]
+    text = text.replace(MISSES_MARK, "\n".join(missed))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    return misses
+    out.write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n")
+    return every
+
+
+MISSES_MARK = "\0misses\0"
+FULL = "make bench FULL=1"
+SECTION = re.compile(
+    r"^<!-- begin: (\w+) -->\n<!-- misses: (.*?) -->\n(.*?)\n<!-- end: \1 -->$", re.MULTILINE | re.DOTALL
+)
+
+
+def previous_sections(page: Path) -> dict[str, tuple[str, list[str]]]:
+    """The generated sections a page already has: name -> (text, the targets it missed)."""
+    return {m.group(1): (m.group(3), list(json.loads(m.group(2)))) for m in SECTION.finditer(page.read_text())}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--scale", help="JSON from trigger_scale.py --json")
     p.add_argument("--deployment", help="JSON from deployment_slots.py --json")
+    p.add_argument("--batch-scale", nargs="+", default=[], help="JSON from batch_scale.py --json, one per mode")
+    p.add_argument("--batch-vs-mapped", help="JSON from batch_vs_mapped.py --json")
+    p.add_argument("--batch-faults", help="JSON from batch_faults.py --json")
+    p.add_argument("--template", default=str(TEMPLATE), help="the page's template (default benchmarks/page/)")
     p.add_argument("--out", required=True, help="the page to write; the plot goes to img/ beside it")
     p.add_argument("--command", default="make bench FULL=1", help="the command shown as the page's source")
+    p.add_argument(
+        "--fresh", action="store_true", help="do not keep the sections --out has for benchmarks given no results"
+    )
     args = p.parse_args(argv)
-    scale = json.loads(Path(args.scale).read_text()) if args.scale else None
-    deployment = json.loads(Path(args.deployment).read_text()) if args.deployment else None
-    misses = write_page(scale, deployment, Path(args.out), args.command)
+
+    def load(path: str | None) -> Any:
+        return json.loads(Path(path).read_text()) if path else None
+
+    results = {
+        "trigger_scale": load(args.scale),
+        "deployment": load(args.deployment),
+        "batch_scale": [load(path) for path in args.batch_scale],
+        "batch_vs_mapped": load(args.batch_vs_mapped),
+        "batch_faults": load(args.batch_faults),
+    }
+    misses = write_page(results, Path(args.out), args.command, Path(args.template), keep=not args.fresh)
     print(f"wrote {args.out}" + (f"; targets that do not hold: {misses}" if misses else "; every target holds"))
     return 0
 

@@ -78,4 +78,4 @@ def test_the_deployment_benchmarks_dags_load():
 
     bag = DagBag(str(REPO / "benchmarks" / "dags"))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {*SLOT_DAGS, *WAIT_DAGS}
+    assert {*SLOT_DAGS, *WAIT_DAGS} <= set(bag.dag_ids)  # batch_vs_mapped.py's DAGs are there too
