@@ -37,7 +37,7 @@ def get_provider_info() -> dict[str, Any]:
                 "description": "Options of the CometAPI provider.",
                 "options": {
                     "min_defer_seconds": {
-                        "description": "Seconds a batch trigger holds its event after its task deferred, "
+                        "description": "Seconds a CometAPI trigger holds its event after its task deferred, "
                         "so that the scheduler has read the executor's report of the deferral first "
                         "(apache/airflow#72716: a resume sooner can get the task failed with 'state "
                         "mismatch'). Unset: [workers] min_heartbeat_interval + 3 (8 with Airflow's "

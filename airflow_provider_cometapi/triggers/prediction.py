@@ -23,6 +23,7 @@ from airflow_provider_cometapi.polling import (
     error_event,
     report_end,
 )
+from airflow_provider_cometapi.triggers import hold
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator
@@ -62,6 +63,10 @@ class PredictionTrigger(BaseTrigger):
         triggerer restart (a deadline already passed fires at once). No poll outlives it.
     :param cancel_on_kill: cancel the prediction when a user kills the deferred task (marks it
         failed or success, or clears it); Airflow 3.3+. A triggerer restart never cancels.
+    :param not_before: absolute Unix time before which the event is not handed back (the
+        deferral plus ``[cometapi] min_defer_seconds``, set by ``defer_wait``): a quick
+        prediction's resume must not beat the executor's report of the deferral
+        (apache/airflow#72716, see ``triggers/hold.py``). ``None``: no hold.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class PredictionTrigger(BaseTrigger):
         poll_interval: float = 5.0,
         deadline: float | None = None,
         cancel_on_kill: bool = True,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.prediction_id = prediction_id
@@ -78,6 +84,7 @@ class PredictionTrigger(BaseTrigger):
         self.poll_interval = parameters.poll_interval(poll_interval)
         self.deadline = parameters.deadline(deadline)
         self.cancel_on_kill = cancel_on_kill
+        self.not_before = parameters.deadline(not_before)
         self._hook: CometAPIHook | None = None
 
     @property
@@ -99,7 +106,7 @@ class PredictionTrigger(BaseTrigger):
         return shared[1]
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The classpath and the five constructor arguments: ids, conn id, deadline; never a secret."""
+        """The classpath and the six constructor arguments: ids, conn id, deadline, hold; never a secret."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -108,6 +115,7 @@ class PredictionTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "cancel_on_kill": self.cancel_on_kill,
+                "not_before": self.not_before,
             },
         )
 
@@ -133,6 +141,8 @@ class PredictionTrigger(BaseTrigger):
         finally:
             metrics.wait_finished()
             await self.cleanup()
+        if self.not_before is not None and (hold := self.not_before - time.time()) > 0:
+            await asyncio.sleep(hold)  # the prediction has ended: nothing more to poll meanwhile
         statuses = f" Statuses: {', '.join(watch.statuses)}." if watch.statuses else ""
         if watch.end_log:
             self.log.info("%s%s Its log:\n%s", event["message"], statuses, watch.end_log)
@@ -177,6 +187,7 @@ def defer_wait(
             poll_interval=watch.poll_interval,
             deadline=watch.deadline,
             cancel_on_kill=cancel_on_kill,
+            not_before=time.time() + hold.min_defer_seconds(),
         ),
         method_name="execute_complete",
         timeout=timedelta(seconds=timeout) + DEFER_TIMEOUT_MARGIN,

@@ -32,8 +32,10 @@ async def single_event(trigger: PredictionTrigger) -> dict:
     return events[0]
 
 
-def test_serialize_holds_ids_conn_interval_and_deadline_only():
-    trigger = PredictionTrigger("p123", "my_conn", poll_interval=2, deadline=1_900_000_000.5, cancel_on_kill=False)
+def test_serialize_holds_ids_conn_interval_deadline_and_hold_only():
+    trigger = PredictionTrigger(
+        "p123", "my_conn", poll_interval=2, deadline=1_900_000_000.5, cancel_on_kill=False, not_before=1_800_000_000
+    )
     assert trigger.serialize() == (
         CLASSPATH,
         {
@@ -42,8 +44,37 @@ def test_serialize_holds_ids_conn_interval_and_deadline_only():
             "poll_interval": 2.0,
             "deadline": 1_900_000_000.5,
             "cancel_on_kill": False,
+            "not_before": 1_800_000_000.0,
         },
     )
+
+
+async def test_an_early_end_is_held_until_not_before(cometapi_conn):
+    # apache/airflow#72716: a resume sooner than the executor's report of the deferral can fail the task.
+    prediction_id = create(cometapi_conn, duration=0.2)
+    started = time.time()
+    event = await single_event(PredictionTrigger(prediction_id, poll_interval=0.1, not_before=started + 1.5))
+    assert event["status"] == "succeeded"
+    assert time.time() - started >= 1.5
+    polls = cometapi_conn.stats(detail=False)["polls"]
+    assert polls <= 3, "a held end polls no more"
+
+
+def test_defer_wait_sets_the_hold_from_the_config(monkeypatch):
+    from airflow_provider_cometapi.polling import LogMode, PredictionWatch
+    from airflow_provider_cometapi.triggers.prediction import defer_wait
+
+    class Task:
+        def defer(self, *, trigger, method_name, timeout):
+            self.trigger = trigger
+            raise RuntimeError("deferred")
+
+    monkeypatch.setenv("AIRFLOW__COMETAPI__MIN_DEFER_SECONDS", "7")
+    task = Task()
+    watch = PredictionWatch("p1", 1.0, None, None, LogMode.COLLECT)
+    with pytest.raises(RuntimeError, match="deferred"):
+        defer_wait(task, watch, cometapi_conn_id="c", timeout=60, cancel_on_kill=True)  # type: ignore[arg-type]
+    assert 6.0 < task.trigger.not_before - time.time() <= 7.0
 
 
 def test_serialize_round_trips_through_airflow_serde():
