@@ -384,7 +384,12 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
     if args.profile:
         command += ["--profile", str(Path(args.profile) / f"profile-{watcher}-{n}.txt"), "--profiler", args.profiler]
     env = {**os.environ, **emulator.airflow_env(), "PYTHONPATH": str(REPO)}
-    sink = _StatsdSink() if watcher == "trigger-metrics" else None
+    sink = None
+    if watcher == "trigger-metrics":
+        sys.path.insert(0, str(REPO))
+        from tests.statsd import StatsdListener
+
+        sink = StatsdListener()
     if sink is not None:
         env.update(
             AIRFLOW__METRICS__STATSD_ON="True",
@@ -422,7 +427,8 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         raise RuntimeError(f"{watcher} child exited {code}; see {log_file}:\n{log_file.read_text()[-3000:]}")
     result: dict[str, Any] = json.loads(result_file.read_text())
     if sink is not None:
-        result["metric_lines"] = sink.close()
+        sink.close()
+        result["metric_lines"] = len(sink.lines)
     polls = emulator.stats(detail=False)["polls"]
     delays = result.pop("delays")
     result.update(
@@ -436,37 +442,6 @@ def run_one(emulator: Any, watcher: str, n: int, args: argparse.Namespace, workd
         delay_max_s=max(delays) if delays else float("nan"),
     )
     return result
-
-
-class _StatsdSink:
-    """A UDP socket on loopback that reads and counts StatsD lines (a thread), for ``trigger-metrics``."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.settimeout(0.2)
-        self.port = self._socket.getsockname()[1]
-        self.lines = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                packet = self._socket.recv(65536)
-            except OSError:
-                continue
-            self.lines += packet.count(b"\n") + 1
-
-    def close(self) -> int:
-        self._stop.set()
-        self._thread.join(2)
-        self._socket.close()
-        return self.lines
 
 
 def _children_cpu_seconds() -> float:
