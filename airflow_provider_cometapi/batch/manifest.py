@@ -7,7 +7,12 @@ Each line (``ManifestEntry.to_json``)::
     {"v": 1, "index": 0, "line": 1, "input": {"prompt": "a fox"}, "fingerprint": "<sha256>",
      "prediction_id": "abc", "status": "succeeded", "error": null, "outputs": ["https://..."],
      "stored": ["file:///data/abc_0.webp", "file:///data/abc.json"], "attempts": 1,
-     "previous_ids": [], "cancelled": false}
+     "previous_ids": [], "cancelled": false, "images": 1, "cost": 0.003}
+
+``images`` and ``cost`` (in the connection's currency) are what the input's ended predictions
+made, ``null`` until one ended (and ``cost`` ``null`` when the model has no price); lines
+written before they existed read back without them. ``status`` ``skipped`` is an input the
+batch's ``max_images`` / ``max_cost`` left uncreated (a later try checks it again).
 
 The file is rewritten whole and atomically (``storage.store_file``, the write of outputs), so a
 reader sees one checkpoint or the next, never a mix. Reading is strict: a line that is not one
@@ -18,6 +23,7 @@ input created twice.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +45,9 @@ PENDING = "pending"
 UNCERTAIN = "uncertain"
 """A create was sent but no answer came back (a timeout, a reset): a prediction may exist, so the
 input is never sent again; it counts as failed."""
+SKIPPED = "skipped"
+"""Not created: the batch's budget (``max_images`` / ``max_cost``) did not allow it. A later try
+(a retry, a clear) checks it against the budget again."""
 FINAL_STATUSES: frozenset[str] = TERMINAL_STATUSES | {UNCERTAIN}
 # A manifest line is small (the input with data: URIs shortened); a far longer one is not ours.
 MAX_LINE_BYTES = 1024 * 1024
@@ -62,6 +71,8 @@ class ManifestEntry:
     attempts: int = 0
     previous_ids: list[str] = field(default_factory=list)
     cancelled: bool = False
+    images: int | None = None
+    cost: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -92,6 +103,8 @@ class ManifestEntry:
             self.attempts,
             tuple(self.previous_ids),
             self.cancelled,
+            self.images,
+            self.cost,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +122,8 @@ class ManifestEntry:
             "attempts": self.attempts,
             "previous_ids": self.previous_ids,
             "cancelled": self.cancelled,
+            "images": self.images,
+            "cost": self.cost,
         }
 
     @classmethod
@@ -144,7 +159,10 @@ class ManifestEntry:
             checked_previous = [check_prediction_id(earlier) for earlier in previous]
         except InvalidPredictionIdError as error_:
             raise _corrupt(where, f"it names a prediction id that cannot be one ({error_})") from None
-        if status not in (PENDING, UNCERTAIN) and status != "failed" and checked_id is None:
+        images, cost = data.get("images"), data.get("cost")
+        if not (images is None or _is_count(images)) or not (cost is None or _is_amount(cost)):
+            raise _corrupt(where, "its images or cost is not a number >= 0")
+        if status not in (PENDING, UNCERTAIN, SKIPPED) and status != "failed" and checked_id is None:
             raise _corrupt(where, f"its status is {status} but it names no prediction")
         return cls(
             index=index,
@@ -159,6 +177,8 @@ class ManifestEntry:
             attempts=attempts,
             previous_ids=checked_previous,
             cancelled=cancelled,
+            images=images,
+            cost=None if cost is None else float(cost),
         )
 
 
@@ -168,6 +188,10 @@ _STATUS = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
 
 def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _strings(value: Any) -> bool:
@@ -312,10 +336,12 @@ def _mismatch(uri: str, why: str) -> BatchManifestMismatchError:
 def counts(entries: Iterable[ManifestEntry]) -> dict[str, int]:
     """
     ``total``, ``succeeded``, ``failed`` (every unsuccessful end: failed, canceled, aborted,
-    uncertain), ``canceled`` (of those), ``running``, ``pending`` and ``predictions`` (created,
-    retries included).
+    uncertain), ``canceled`` (of those), ``running``, ``pending``, ``skipped`` (left uncreated by
+    the budget) and ``predictions`` (created, retries included).
     """
-    tally = dict.fromkeys(("total", "succeeded", "failed", "canceled", "running", "pending", "predictions"), 0)
+    tally = dict.fromkeys(
+        ("total", "succeeded", "failed", "canceled", "running", "pending", "skipped", "predictions"), 0
+    )
     for entry in entries:
         tally["total"] += 1
         tally["predictions"] += len(entry.previous_ids) + (entry.prediction_id is not None)
@@ -326,6 +352,8 @@ def counts(entries: Iterable[ManifestEntry]) -> dict[str, int]:
             tally["canceled"] += entry.status == "canceled"
         elif entry.is_running:
             tally["running"] += 1
+        elif entry.status == SKIPPED:
+            tally["skipped"] += 1
         else:
             tally["pending"] += 1
     return tally

@@ -27,12 +27,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_cometapi.batch import manifest as manifest_lines
 from airflow_provider_cometapi.batch.inputs import BatchInput
-from airflow_provider_cometapi.batch.manifest import PENDING, UNCERTAIN, ManifestEntry, shown_input
+from airflow_provider_cometapi.batch.manifest import PENDING, SKIPPED, UNCERTAIN, ManifestEntry, shown_input
 from airflow_provider_cometapi.batch.pacing import CreatePacer
 from airflow_provider_cometapi.batch.poller import BackgroundPoller
 from airflow_provider_cometapi.batch.watch import PROGRESS_SECONDS, Progress
+from airflow_provider_cometapi.cost import (
+    Budget,
+    BudgetCounter,
+    Spend,
+    format_amount,
+    image_count,
+    planned_images,
+    total_cost,
+)
 from airflow_provider_cometapi.exceptions import (
     BatchFailedError,
+    BudgetExceededError,
     CometAPIError,
     DestinationNotWritableError,
     InvalidInputError,
@@ -94,6 +104,7 @@ class BatchRun:
         deadline: float,
         log: LoggerLike,
         poll_interval: float = 5.0,
+        budget: Budget | None = None,
     ) -> None:
         self.hook = hook
         self.model = model
@@ -119,6 +130,9 @@ class BatchRun:
         # decision before a create scans the entries.
         self.in_flight = sum(1 for entry in entries if entry.is_running)
         self._failed_for_good = sum(1 for entry in entries if self._fails_for_good(entry))
+        for entry in entries:
+            if entry.status == SKIPPED:  # the budget left it uncreated: checked against it again
+                entry.status, entry.error = PENDING, None
         self._to_create: deque[ManifestEntry] = deque(entry for entry in entries if entry.status == PENDING)
         self._to_renew: list[ManifestEntry] = [entry for entry in entries if self._may_renew(entry)]
         self._create_failures = 0
@@ -130,6 +144,14 @@ class BatchRun:
         self._storing_ids: set[str] = set()
         self._stored: deque[Future[Settled]] = deque()
         self.poll_error: str | None = None
+        self.prices = hook.settings.prices
+        # The budget's count: what the manifest says every prediction so far made, those not
+        # ended yet (or whose end is unknown) at their planned images, reserved by index.
+        self._reserved: dict[int, int] = {}
+        self._counted: set[int] = set()
+        self.counter: BudgetCounter | None = None
+        if budget:
+            self.counter = BudgetCounter(budget, self.prices, model, spent=self._spent_so_far())
 
     @property
     def manifest_uri(self) -> str:
@@ -264,6 +286,57 @@ class BatchRun:
             self._logged = now
             self.log.info("%s.", _line(self.counts()))
 
+    def _spent_so_far(self) -> Spend:
+        """What the manifest says the batch made, earlier tries' too; reserves what may still come."""
+        images = 0
+        for entry in self.entries:
+            images += entry.images or 0
+            unknown_end = entry.is_final and entry.prediction_id is not None and entry.images is None
+            if entry.is_running or entry.status == UNCERTAIN or unknown_end:
+                self._reserved[entry.index] = planned_images(self.inputs[entry.index].input)
+        images += sum(self._reserved.values())
+        return Spend.of(images, self.prices.cost(self.model, images))
+
+    def _over_budget(self, entry: ManifestEntry) -> str | None:
+        """Which limit creating ``entry`` would pass, or ``None`` (no budget, or it fits)."""
+        if self.counter is None:
+            return None
+        return self.counter.exceeding(planned_images(self.inputs[entry.index].input))
+
+    def _skip(self, entry: ManifestEntry, why: str) -> None:
+        self._to_create.popleft()
+        planned = planned_images(self.inputs[entry.index].input)
+        self._update(
+            entry,
+            status=SKIPPED,
+            error=f"Not created: the batch's budget stopped it (it may make {planned} image"
+            f"{'' if planned == 1 else 's'}, and {why}).",
+        )
+        self.log.warning("Input %d not created: the budget stops it (%s).", entry.index, why)
+
+    def _reserve(self, entry: ManifestEntry) -> None:
+        if self.counter is not None:
+            planned = planned_images(self.inputs[entry.index].input)
+            self.counter.spent += self.counter.planned(planned)
+            self._reserved[entry.index] = planned
+
+    def _release(self, entry: ManifestEntry) -> None:
+        """The create surely made nothing: its reservation is taken back."""
+        planned = self._reserved.pop(entry.index, None)
+        if self.counter is not None and planned is not None:
+            self.counter.release(planned)
+
+    def _made(self, entry: ManifestEntry, images: int) -> None:
+        """``entry``'s prediction ended having made ``images``: its line's count and cost, and the budget's."""
+        planned = self._reserved.pop(entry.index, None)
+        if entry.index in self._counted:  # a succeeded one stored again: counted when it first ended
+            self._counted.discard(entry.index)
+            return
+        total = (entry.images or 0) + images
+        entry.images, entry.cost = total, self.prices.cost(self.model, total)
+        if self.counter is not None:
+            self.counter.spent = self.counter.spent - self.counter.planned(planned or 0) + self.counter.planned(images)
+
     def _next_to_create(self) -> ManifestEntry | None:
         """The first input still waiting for a prediction (the queue drops what no longer waits)."""
         while self._to_create and self._to_create[0].status != PENDING:
@@ -303,13 +376,19 @@ class BatchRun:
                     self._start_poller()
                 entry = self._next_to_create()
                 if entry is not None and self.in_flight < self.max_in_flight:
-                    delay = self.pacer.delay()
-                    if delay <= 0:
-                        self._create_next(entry)
-                    else:
-                        self.checkpoint()
-                        self._await_news(min(delay, max(0.0, self.deadline - time.time())))
-                    continue
+                    over = self._over_budget(entry)
+                    if over is None:
+                        delay = self.pacer.delay()
+                        if delay <= 0:
+                            self._create_next(entry)
+                        else:
+                            self.checkpoint()
+                            self._await_news(min(delay, max(0.0, self.deadline - time.time())))
+                        continue
+                    if self.in_flight == 0 and not self._storing:
+                        self._skip(entry, over)  # nothing in flight can leave room for it any more
+                        continue
+                    # else: what is in flight may make less than it reserved; waited for below
                 if entry is None and self.in_flight == 0 and not self._storing:
                     return "ended"
                 if defer_when_idle and not self._storing and self.in_flight > 0:
@@ -324,7 +403,10 @@ class BatchRun:
 
     def _create_next(self, entry: ManifestEntry) -> None:
         self.pacer.took()
+        self._reserve(entry)
         outcome = self._create(entry)
+        if outcome in ("throttled", "rejected") or (outcome == "failed" and entry.status == PENDING):
+            self._release(entry)  # nothing was created
         if outcome == "throttled":
             return  # still first in line; the pace has slowed
         self._to_create.popleft()
@@ -454,6 +536,8 @@ class BatchRun:
         unstored = [entry for entry in self.entries if entry.succeeded and entry.stored is None and entry.prediction_id]
         for entry in unstored:
             self._update(entry, status="processing")  # recorded again from a fresh answer
+            if entry.images is not None:
+                self._counted.add(entry.index)  # its images are in the line already
         return {entry.prediction_id or "": "succeeded" for entry in unstored}
 
     # --- One prediction ------------------------------------------------------------------
@@ -483,22 +567,28 @@ class BatchRun:
     def _outcome(self, prediction: Prediction) -> Settled:
         if not prediction.is_terminal:
             return Settled(prediction.status, None, final=False)
+        images = image_count(prediction)
         if not prediction.succeeded:
-            return Settled(prediction.status, prediction.error or f"the prediction ended {prediction.status}")
+            error = prediction.error or f"the prediction ended {prediction.status}"
+            return Settled(prediction.status, error, images=images)
         if self.directory is None:
-            return Settled("succeeded", None, outputs=[_preview(url) for url in prediction.output])
+            return Settled("succeeded", None, outputs=[_preview(url) for url in prediction.output], images=images)
         try:
-            stored = store_prediction(prediction, self.directory, self.hook.stream_output, remove_partials=False)
+            stored = store_prediction(
+                prediction, self.directory, self.hook.stream_output, remove_partials=False, prices=self.prices
+            )
         except DestinationNotWritableError:
             raise
         except CometAPIError as error:
-            return Settled("failed", f"The prediction succeeded but storing its outputs failed: {error}")
-        return Settled("succeeded", None, stored=stored.uris)
+            return Settled("failed", f"The prediction succeeded but storing its outputs failed: {error}", images=images)
+        return Settled("succeeded", None, stored=stored.uris, images=images)
 
     def _apply(self, entry: ManifestEntry, settled: Settled) -> None:
         if settled.status is None:
             return  # not known now: waited for again
         if settled.final:
+            if settled.images is not None:
+                self._made(entry, settled.images)
             self._update(
                 entry, status=settled.status, error=settled.error, outputs=settled.outputs, stored=settled.stored
             )
@@ -547,6 +637,8 @@ class BatchRun:
             return "throttled"
         except InvalidInputError as error:
             self._end(entry, "failed", f"CometAPI rejected the input: {error}")
+            entry.images = entry.images or 0  # nothing was created: it cost nothing
+            entry.cost = self.prices.cost(self.model, entry.images)
             return "rejected"
         except CometAPIError as error:
             if not (error.transient or error.nothing_created):
@@ -592,6 +684,8 @@ class BatchRun:
                 if isinstance(answer, Prediction):
                     accepted += 1
                     status = answer.status if answer.is_terminal else "canceled"
+                    if answer.is_terminal:
+                        self._made(entry, image_count(answer))
                     self._update(entry, cancelled=True, status=status, error=f"Cancelled: {reason}")
                 else:
                     error = f"Cancel requested ({reason}) but not confirmed: it may run to its end."
@@ -614,7 +708,42 @@ class BatchRun:
             "canceled": tally["canceled"],
             "predictions": tally["predictions"],
             "stored_files": stored,
+            "skipped": tally["skipped"],
+            "images": sum(entry.images or 0 for entry in self.entries),
+            "cost": self.total_cost(),
+            "currency": self.prices.currency,
         }
+
+    def total_cost(self) -> float | None:
+        """What the ended lines cost; ``None`` if one's cost is unknown (no price, an end not known)."""
+        return total_cost(
+            entry.cost if entry.images is not None else None
+            for entry in self.entries
+            if entry.is_final or entry.images is not None  # ended, or an earlier attempt did
+        )
+
+    def budget_failure(self) -> BudgetExceededError:
+        """The batch ended with inputs the budget left uncreated."""
+        skipped = [entry for entry in self.entries if entry.status == SKIPPED]
+        counter = self.counter
+        spent = counter.spent if counter is not None else Spend()
+        limits = ""
+        if counter is not None:
+            parts = []
+            if counter.budget.max_images is not None:
+                parts.append(f"max_images={counter.budget.max_images}")
+            if counter.budget.max_cost is not None:
+                parts.append(f"max_cost={format_amount(counter.budget.max_cost)} {self.prices.currency}")
+            limits = " and ".join(parts)
+        return BudgetExceededError(
+            f"The batch's budget ({limits}) stopped it: {len(skipped):,} of {len(self.entries):,} inputs were not "
+            f"created (status skipped in the manifest {self.manifest_uri}, for example input {skipped[0].index}: "
+            f"{skipped[0].error}). Every prediction it started was finished and stored first; in all it made "
+            f"{spent.described(self.prices.currency)}. Raise max_images or max_cost and clear the task to create "
+            "the skipped inputs (what was made is not made again).",
+            images=sum(planned_images(self.inputs[entry.index].input) for entry in skipped),
+            spent=spent,
+        )
 
     def failure(self, error: type[BatchFailedError], why: str) -> BatchFailedError:
         tally = self.counts()
@@ -639,6 +768,7 @@ class Settled:
     final: bool = True
     outputs: list[str] = field(default_factory=list)
     stored: list[str] | None = None
+    images: int | None = None
 
 
 def journal_for(folder: ObjectStoragePath, name: str) -> manifest_lines.Journal | None:

@@ -19,6 +19,7 @@ from airflow_provider_cometapi.batch.pacing import CreatePacer
 from airflow_provider_cometapi.batch.policy import FailurePolicy
 from airflow_provider_cometapi.batch.run import BatchRun
 from airflow_provider_cometapi.batch.watch import BatchEvent, read_batch_event
+from airflow_provider_cometapi.cost import Budget, format_amount
 from airflow_provider_cometapi.exceptions import (
     BatchFailedError,
     BatchManifestError,
@@ -68,8 +69,15 @@ class CreatePredictionBatchOperator(BaseOperator):
     back and never creates a second prediction for an input that has one. See docs/batch.md.
 
     Return value (XCom ``return_value``): ``{"manifest", "destination", "total", "succeeded",
-    "failed", "canceled", "predictions", "stored_files"}``, never per-input data. Each outlet
-    gets one asset event whose ``extra`` holds the same dict.
+    "failed", "canceled", "predictions", "stored_files", "skipped", "images", "cost",
+    "currency"}``, never per-input data (``cost``: the sum of the manifest lines' costs, ``None``
+    if one is unknown). Each outlet gets one asset event whose ``extra`` holds the same dict.
+
+    With ``max_images`` / ``max_cost`` the batch creates while its budget allows (each create
+    counted at its planned images until its prediction ends, what earlier tries made counted from
+    the manifest); the inputs it does not allow are recorded ``skipped``, and once everything it
+    started has ended and been stored the task fails with ``BudgetExceededError`` saying how many
+    were skipped and why.
 
     Fails with ``BatchInputError`` (a bad input), ``BatchManifestError`` (a manifest that cannot
     be read back), ``BatchManifestMismatchError`` (one written for other inputs),
@@ -96,6 +104,9 @@ class CreatePredictionBatchOperator(BaseOperator):
     :param retry_failed: new predictions per input whose prediction failed, was canceled or
         aborted (0 to 10). At most ``1 + retry_failed`` predictions per input, ever.
     :param cancel_on_kill: cancel every unfinished prediction when the task is killed.
+    :param max_images: the most images the whole batch may make (every try together), or ``None``.
+    :param max_cost: the most the whole batch may cost, in the connection's ``currency``; needs
+        the model's price in the connection's ``prices``. ``None``: no limit. See docs/cost-and-budgets.md.
     """
 
     template_fields: Sequence[str] = ("model", "inputs", "destination", "manifest")
@@ -118,6 +129,8 @@ class CreatePredictionBatchOperator(BaseOperator):
         retry_failed: int = 0,
         manifest: str | ObjectStoragePath | None = None,
         cancel_on_kill: bool = True,
+        max_images: int | None = None,
+        max_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -137,6 +150,9 @@ class CreatePredictionBatchOperator(BaseOperator):
         self.timeout = parameters.duration("timeout", timeout, example=6 * 3600)
         self.policy = FailurePolicy.parse(max_failed, retry_failed)
         self.cancel_on_kill = cancel_on_kill
+        self.budget = Budget.of(max_images, max_cost)
+        self.max_images = max_images
+        self.max_cost = max_cost
         self._run: BatchRun | None = None
 
     # --- Airflow's entry points ---------------------------------------------------------
@@ -196,6 +212,8 @@ class CreatePredictionBatchOperator(BaseOperator):
         probe.settings  # noqa: B018  (read the connection: its max_retries shapes the policy)
         policy = replace(probe.retry_policy, on_throttled=pacer.throttled)
         hook = CometAPIHook(self.cometapi_conn_id, retry_policy=policy)
+        if self.budget:  # before any create: a budget that cannot be kept is refused at once
+            self.budget.require_price(model, probe.settings.prices, conn_id=self.cometapi_conn_id)
         run = BatchRun(
             hook=hook,
             model=model,
@@ -210,6 +228,7 @@ class CreatePredictionBatchOperator(BaseOperator):
             deadline=deadline,
             log=self.log,
             poll_interval=self.poll_interval,
+            budget=self.budget,
         )
         if existed:
             run.remove_stale_outputs()
@@ -330,16 +349,24 @@ class CreatePredictionBatchOperator(BaseOperator):
                 BatchFailedError,
                 f"The batch failed: more inputs ended unsuccessfully than {self.policy.describe(result['total'])}.",
             )
+        if result["skipped"]:
+            raise run.budget_failure()
         if result["total"] == 0:
             self.log.warning("The batch has no inputs: nothing was created.")
         for outlet in self.outlets or ():
             context["outlet_events"][outlet].extra.update(result)
+        cost = result["cost"]
         self.log.info(
-            "Batch done: %d of %d succeeded, %d failed, %d predictions created in all; manifest %s.",
+            "Batch done: %d of %d succeeded, %d failed, %d predictions created in all, %d image%s, %s; manifest %s.",
             result["succeeded"],
             result["total"],
             result["failed"],
             result["predictions"],
+            result["images"],
+            "" if result["images"] == 1 else "s",
+            "cost unknown (a model without a price in the connection's prices, or an end not known)"
+            if cost is None
+            else f"{format_amount(cost)} {result['currency']}",
             result["manifest"],
         )
         return result

@@ -73,3 +73,27 @@ def test_a_retry_resumes_within_the_budget(run_dag, priced):
     assert result.state == "success", result.task_states
     assert result.xcom("generate")["cost"] == 0.003
     assert priced.stats()["creates"] == 1
+
+
+def test_a_batch_reports_its_cost_per_line_in_total_and_in_its_event(run_dag, priced, tmp_path: Path, capfd):
+    result = run_dag("t_cost_batch")
+    assert result.state == "success", result.task_states
+    batch = result.xcom("batch")
+    assert (batch["images"], batch["cost"], batch["currency"], batch["skipped"]) == (9, 0.027, "EUR", 0)
+    manifest = [json.loads(line) for line in Path(batch["manifest"].removeprefix("file://")).read_text().splitlines()]
+    assert [(line["images"], line["cost"]) for line in manifest] == [(1, 0.003), (2, 0.006)] * 3
+    (event,) = asset_events("t_cost_batch", result.dag_run.run_id)
+    assert (event["cost"], event["currency"], event["images"]) == (0.027, "EUR", 9)
+    assert "9 images, 0.027 EUR; manifest" in capfd.readouterr().out
+    assert priced.stats()["creates"] == 6
+
+
+def test_a_batch_over_its_budget_finishes_what_fits_then_fails(run_dag, priced, tmp_path: Path, capfd):
+    result = run_dag("t_cost_batch_over_budget")
+    assert result.task_states[("batch", -1)] == "failed"
+    assert priced.stats()["creates"] == 5
+    (manifest_file,) = tmp_path.glob("*.manifest.jsonl")
+    statuses = [json.loads(line)["status"] for line in manifest_file.read_text().splitlines()]
+    assert statuses == ["succeeded"] * 5 + ["skipped"] * 3
+    out = capfd.readouterr().out
+    assert "BudgetExceededError" in out and "3 of 8 inputs were not created" in out

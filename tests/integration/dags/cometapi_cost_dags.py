@@ -6,6 +6,7 @@ import datetime
 
 from airflow.sdk import DAG, Asset, task
 
+from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOperator
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
@@ -15,6 +16,7 @@ FAST = {"poll_interval": 0.2}
 DESTINATION = "{{ var.value.cometapi_test_destination }}"
 IMAGES = Asset(name="t_cost_images", uri="cometapi://t-cost/images")
 STORED = Asset(name="t_cost_stored", uri="cometapi://t-cost/stored")
+BATCH = Asset(name="t_cost_batch", uri="cometapi://t-cost/batch")
 
 
 def dag(dag_id: str) -> DAG:
@@ -64,5 +66,32 @@ with dag("t_cost_resume"):
         max_cost=0.003,
         retries=1,
         retry_delay=datetime.timedelta(seconds=0),
+        **FAST,
+    )
+
+# A batch with prices: each manifest line's cost, the total in the return value and the event.
+with dag("t_cost_batch"):
+    CreatePredictionBatchOperator(
+        task_id="batch",
+        model=SCHNELL,
+        inputs=[{"prompt": f"priced {i}", "num_outputs": 1 + i % 2} for i in range(6)],
+        destination=DESTINATION,
+        deferrable=True,
+        max_in_flight=3,
+        max_cost=1,
+        outlets=[BATCH],
+        **FAST,
+    )
+
+# A batch over its budget: creates what fits, records the rest skipped, fails saying so.
+with dag("t_cost_batch_over_budget"):
+    CreatePredictionBatchOperator(
+        task_id="batch",
+        model=SCHNELL,
+        inputs=[f"budgeted {i}" for i in range(8)],
+        destination=DESTINATION,
+        deferrable=True,
+        max_in_flight=2,
+        max_images=5,
         **FAST,
     )

@@ -43,7 +43,8 @@ def test_round_trip_keeps_every_field():
     ]
     assert parse_manifest(text(entries), uri="m") == entries
     assert counts(entries) == {
-        "total": 5, "succeeded": 1, "failed": 2, "canceled": 0, "running": 1, "pending": 1, "predictions": 4,
+        "total": 5, "succeeded": 1, "failed": 2, "canceled": 0, "running": 1, "pending": 1, "skipped": 0,
+        "predictions": 4,
     }  # fmt: skip
 
 
