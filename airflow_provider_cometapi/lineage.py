@@ -161,10 +161,9 @@ def batch_summary(model: str, entries: Iterable[Any], result: Mapping[str, Any])
 def _cost_of(value: Mapping[str, Any]) -> dict[str, Any]:
     """``cost`` and ``currency`` of a return value that has them (``None`` where the model has no price)."""
     cost, currency = value.get("cost"), value.get("currency")
-    return {
-        "cost": float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
-        "currency": currency if isinstance(currency, str) else None,
-    }
+    if not isinstance(cost, int | float) or isinstance(cost, bool):
+        return {"cost": None, "currency": None}  # no cost, no currency: the facet has neither
+    return {"cost": float(cost), "currency": currency if isinstance(currency, str) else None}
 
 
 # --- OpenLineage objects (only when the provider asks) --------------------------------------

@@ -147,6 +147,8 @@ def test_a_prediction_summary_with_and_without_a_cost():
     assert prediction_summary({"id": "abc", "output": ["u0"], "cost": None}, model=SCHNELL) == PredictionsSummary(
         SCHNELL, ("abc",), 1, None, None
     )
+    # A result always names its connection's currency; without a cost the facet names none.
+    assert prediction_summary({"id": "abc", "cost": None, "currency": "USD"}).currency is None
     assert prediction_summary({"id": "abc", "cost": "0.1"}).cost is None
     assert prediction_summary({"id": "abc", "cost": 1}).cost == 1.0
 
