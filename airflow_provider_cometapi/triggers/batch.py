@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_cometapi import metrics, parameters
 from airflow_provider_cometapi.batch.pacing import MAX_IN_FLIGHT
@@ -18,12 +18,13 @@ from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.models import check_prediction_id
 from airflow_provider_cometapi.polling import CANCEL_TIMEOUT
 from airflow_provider_cometapi.triggers import hold
+from airflow_provider_cometapi.triggers.base import CometAPITrigger
 
 # Cancels in flight at once when the task is killed.
 CANCEL_CONCURRENCY = 16
 
 
-class PredictionBatchTrigger(BaseTrigger):
+class PredictionBatchTrigger(CometAPITrigger):
     """
     Poll the unfinished predictions of a batch until it is worth resuming, then fire one
     ``BatchEvent``.
@@ -135,12 +136,6 @@ class PredictionBatchTrigger(BaseTrigger):
         watch.log_progress(force=True)
         self.log.info(event["message"])
         yield TriggerEvent(event)
-
-    async def cleanup(self) -> None:
-        """Release the HTTP session; never touches the remote predictions."""
-        hook, self._hook = self._hook, None
-        if hook is not None:
-            await hook.aclose()
 
     async def on_kill(self) -> None:
         """Cancel every prediction waited for, concurrently, within about ``CANCEL_TIMEOUT`` seconds."""

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_cometapi import metrics, parameters
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
@@ -24,6 +24,7 @@ from airflow_provider_cometapi.polling import (
     report_end,
 )
 from airflow_provider_cometapi.triggers import hold
+from airflow_provider_cometapi.triggers.base import CometAPITrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator
@@ -44,7 +45,7 @@ def _logger_name(cls: type) -> str:
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=3)
 
 
-class PredictionTrigger(BaseTrigger):
+class PredictionTrigger(CometAPITrigger):
     """
     Poll a prediction until it ends, then fire exactly one event, a ``PredictionEvent``.
 
@@ -149,12 +150,6 @@ class PredictionTrigger(BaseTrigger):
         else:
             self.log.info("%s%s", event["message"], statuses)
         yield TriggerEvent(event)
-
-    async def cleanup(self) -> None:
-        """Release the HTTP session; never touches the remote prediction."""
-        hook, self._hook = self._hook, None
-        if hook is not None:
-            await hook.aclose()
 
     async def on_kill(self) -> None:
         """Cancel the remote prediction when a user killed the task (not on restarts)."""
