@@ -177,6 +177,9 @@ def _checked_currency(value: Any, conn_id: str) -> str:
 
 
 PredictionLike = Prediction | Mapping[str, Any]
+# A gateway's ``metrics.image_count`` above this is not believed (the outputs are counted): an
+# answer must not turn one prediction into an unbounded cost or exhaust a budget by itself.
+MAX_IMAGE_COUNT = 1_000
 
 
 def image_count(prediction: PredictionLike) -> int:
@@ -190,7 +193,7 @@ def image_count(prediction: PredictionLike) -> int:
     metrics = raw.get("metrics")
     if isinstance(metrics, Mapping):
         count = metrics.get("image_count")
-        if _is_number(count) and count >= 0 and float(count).is_integer():
+        if _is_number(count) and 0 <= count <= MAX_IMAGE_COUNT and float(count).is_integer():
             return int(count)
     if isinstance(prediction, Prediction):
         return len(prediction.output)

@@ -112,7 +112,7 @@ def test_image_count_prefers_the_gateways_metric():
     assert image_count(prediction(output=["a", "b"], metrics={"image_count": 3.0})) == 3
 
 
-@pytest.mark.parametrize("metric", [None, -1, 1.5, "2", True, float("nan")])
+@pytest.mark.parametrize("metric", [None, -1, 1.5, "2", True, float("nan"), 10**18, float("inf")])
 def test_image_count_counts_the_outputs_without_a_usable_metric(metric):
     assert image_count(prediction(output=["a", "b"], metrics={"image_count": metric})) == 2
 
