@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -70,7 +71,8 @@ def test_names_match_objectstoragepath_for_what_the_operators_store():
     for uri in ("file:///tmp/images/abc_0.webp", "gs://conn@bkt/images/abc_0.webp"):
         path = ObjectStoragePath(uri)
         namespace, name = dataset_name(str(path))
-        assert namespace == path.namespace
+        # Airflow 3.1's namespace keeps the connection id (``gs://conn@bkt``); a dataset's never does.
+        assert namespace == re.sub(r"//[^@/]*@", "//", path.namespace)
         assert name.lstrip("/") == path.key
 
 

@@ -6,7 +6,6 @@ was (not) created. The task state store is a dict shared by the tries, as in tes
 from __future__ import annotations
 
 import datetime
-from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -102,7 +101,7 @@ def test_no_wait_has_no_cost_yet(priced):
 
 def test_asset_events_carry_the_cost(priced):
     outlet = Asset("cometapi://images/fox")
-    events: defaultdict[Any, SimpleNamespace] = defaultdict(lambda: SimpleNamespace(extra={}))
+    events = OutletEvents()
     result = operator(outlets=[outlet]).execute(context_for(outlet_events=events))
     assert events[outlet].extra == {
         "prediction_id": result["id"],
@@ -288,3 +287,10 @@ def test_cancel_after_that_cannot_work_fails_at_dag_parse(value):
         operator(cancel_after=value)
     with pytest.raises(InvalidParameterError, match="cancel_after"):
         cometapi_task(model=SCHNELL, cancel_after=value)
+
+
+class OutletEvents(dict):
+    """``context["outlet_events"]``: an event per asset, keyed by its URI (Airflow 3.1's Asset is unhashable)."""
+
+    def __getitem__(self, asset):
+        return self.setdefault(asset.uri, SimpleNamespace(extra={}))

@@ -336,8 +336,6 @@ def test_prediction_id_of_a_prediction_object():
 
 
 def test_the_sidecar_and_the_asset_events_carry_the_cost(emulator, monkeypatch, tmp_path):
-    from collections import defaultdict
-    from types import SimpleNamespace
 
     from airflow.sdk import Asset
 
@@ -345,7 +343,9 @@ def test_the_sidecar_and_the_asset_events_carry_the_cost(emulator, monkeypatch, 
     set_connection(monkeypatch, {**emulator.connection_dict(), **prices})
     prediction_id = finished(num_outputs=2)
     outlet = Asset("file:///images")
-    events: defaultdict[object, SimpleNamespace] = defaultdict(lambda: SimpleNamespace(extra={}))
+    from tests.unit.operators.test_prediction_cost import OutletEvents
+
+    events = OutletEvents()
     operator = SavePredictionOutputsOperator(
         task_id="store", prediction_id=prediction_id, destination=tmp_path.as_uri(), outlets=[outlet]
     )
