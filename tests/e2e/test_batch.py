@@ -308,8 +308,12 @@ def test_a_batch_survives_worker_kills_and_a_triggerer_restart(stack, emulator):
         "succeeded": BATCH_SIZE,
         "failed": 0,
         "canceled": 0,
+        "skipped": 0,
         "predictions": BATCH_SIZE,
         "stored_files": 2 * BATCH_SIZE,
+        "images": BATCH_SIZE,
+        "cost": None,  # the e2e connection names no price: the cost is unknown, never guessed
+        "currency": "USD",
     }
 
     # Each try read back what the one before it left.
