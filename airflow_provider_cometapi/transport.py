@@ -15,6 +15,7 @@ import contextlib
 import socket
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import requests
@@ -101,9 +102,42 @@ class _WatchedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
+# Origins whose environment settings a session remembers (the gateway, and a few file hosts).
+_MAX_REMEMBERED_ORIGINS = 64
+
+
+class _Session(requests.Session):
+    """
+    A session that reads the proxy and CA-bundle environment once per origin, not per request.
+
+    ``requests`` scans every environment variable (twice) for each request to find proxies; in
+    a worker, with Airflow's many variables, that was a large part of a create's CPU. The
+    settings are the ones ``requests`` itself derives, remembered for the session's life (a task).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[Any, ...], Any] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        try:
+            parts = urlsplit(str(url))
+            key = (parts.scheme, parts.netloc, frozenset((proxies or {}).items()), stream, verify, cert)
+            hash(key)
+        except (TypeError, ValueError):  # unhashable settings: as requests does it
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = self._environment.get(key)
+        if settings is None:
+            if len(self._environment) >= _MAX_REMEMBERED_ORIGINS:
+                self._environment.clear()
+            settings = super().merge_environment_settings(url, dict(proxies or {}), stream, verify, cert)
+            self._environment[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
 def blocking_session(user_agent: str) -> requests.Session:
     """A ``requests`` session whose calls ``Deadline`` can cut short."""
-    session = requests.Session()
+    session = _Session()
     session.headers["User-Agent"] = user_agent
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
