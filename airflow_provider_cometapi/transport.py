@@ -102,6 +102,9 @@ class _WatchedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
+# Connections kept per host: a batch's create, store and cancel threads share one session, and
+# a pool smaller than its threads would close a connection (and warn) after every request.
+_POOL_CONNECTIONS = 32
 # Origins whose environment settings a session remembers (the gateway, and a few file hosts).
 _MAX_REMEMBERED_ORIGINS = 64
 
@@ -139,7 +142,7 @@ def blocking_session(user_agent: str) -> requests.Session:
     """A ``requests`` session whose calls ``Deadline`` can cut short."""
     session = _Session()
     session.headers["User-Agent"] = user_agent
-    adapter = _WatchedAdapter()
+    adapter = _WatchedAdapter(pool_maxsize=_POOL_CONNECTIONS)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
