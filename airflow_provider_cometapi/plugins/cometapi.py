@@ -8,6 +8,8 @@ the DAG, run, task and map index.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
@@ -36,10 +38,29 @@ def external_views(base_path: str = "") -> list[dict[str, str]]:
     ]
 
 
-def _fastapi_apps() -> list[dict[str, object]]:
-    from airflow_provider_cometapi.plugins.app import app
+class LazyGalleryApp:
+    """
+    The gallery's ASGI app, imported on its first request.
 
-    return [{"app": app, "url_prefix": URL_PREFIX, "name": "CometAPI images"}]
+    Airflow loads every plugin wherever it looks for plugins, workers included (the hook
+    lineage collector does on a task's first ``ObjectStoragePath`` write); building the FastAPI
+    app there imported the api-server's security stack, seconds of CPU for every task that
+    stores a file. Only the api-server ever sends this app a request.
+    """
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if self._app is None:
+            from airflow_provider_cometapi.plugins.app import app
+
+            self._app = app
+        await self._app(scope, receive, send)
+
+
+def _fastapi_apps() -> list[dict[str, object]]:
+    return [{"app": LazyGalleryApp(), "url_prefix": URL_PREFIX, "name": "CometAPI images"}]
 
 
 class CometAPIPlugin(AirflowPlugin):
