@@ -19,6 +19,8 @@ from airflow_provider_cometapi.cost import format_amount
 from airflow_provider_cometapi.plugins.records import IMAGE_EXTENSIONS, Card, Page, TaskRef
 
 FAILED_BEFORE_RESULT = "The task failed before it recorded the prediction's result: its log says why."
+# How much of a prediction's error a thumbnail shows.
+CARD_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,9 @@ def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping
             f'<img src="{escape(src)}" alt="{escape(text or card.key)}" loading="lazy" decoding="async"></a>'
         )
     else:
-        picture = f'<a class="noimage" href="{view}">{escape(problem or "No image to show.")}</a>'
+        # The gateway's error may be long: the card shows its start, the full view all that was kept.
+        shown = _short(problem or "No image to show.", CARD_ERROR_CHARS)
+        picture = f'<a class="noimage" href="{view}">{escape(shown)}</a>'
     badge = (
         '<span class="badge stored">stored</span>'
         if card.stored

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from airflow_provider_cometapi.plugins.cometapi import CometAPIPlugin, external_views
-from airflow_provider_cometapi.plugins.pages import FAILED_BEFORE_RESULT, Links, gallery_page, view_page
+from airflow_provider_cometapi.plugins.pages import (
+    CARD_ERROR_CHARS,
+    FAILED_BEFORE_RESULT,
+    Links,
+    gallery_page,
+    view_page,
+)
 from airflow_provider_cometapi.plugins.records import TaskRef, assemble, page_of, read_all
 
 LINKS = Links("/cometapi", "my_dag", "manual__2026-01-01T00:00:00+00:00")
@@ -76,3 +82,21 @@ def test_a_card_shows_the_cost_in_its_currency_and_a_dash_when_unknown():
     html, _ = page((TaskRef("g"), priced), (TaskRef("h"), unpriced))
     assert "0.006 EUR" in html
     assert html.count("\u2014") >= 1 and "None" not in html
+
+
+def test_a_failed_task_shows_the_error_its_operator_recorded_not_a_generic_text():
+    # What CreatePredictionOperator leaves when the prediction fails: the bare id and the record.
+    record = {"id": "p7", "status": "failed", "error": "NSFW content detected", "model": "m"}
+    html, (card,) = page((TaskRef("g"), "p7"), (TaskRef("g"), record), states={TaskRef("g"): "failed"})
+    assert card.failed and "NSFW content detected" in html
+    assert FAILED_BEFORE_RESULT.replace("'", "&#x27;") not in html and "<img" not in html
+    assert "NSFW content detected" in view_page(card, LINKS, TaskRef("g"), {})
+
+
+def test_a_long_hostile_error_is_escaped_and_cut_on_the_card():
+    error = "<img src=x onerror=alert(1)>" + "y" * 3000
+    html, (card,) = page((TaskRef("g"), {"id": "p7", "status": "failed", "error": error}))
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "y" * (CARD_ERROR_CHARS + 1) not in html and "\u2026" in html
+    full = view_page(card, LINKS, TaskRef("g"), {})
+    assert "<img" not in full and "y" * 1900 in full  # the full view shows what was kept (2,000 characters)
