@@ -215,6 +215,14 @@ MAX_MANIFEST_LINES = 100_000
 _BATCH_RESULT_KEYS = frozenset({"manifest", "total", "succeeded", "failed"})
 
 
+def batch_manifest(value: Any) -> str | None:
+    """The URI of the manifest a batch's result names, when ``value`` is one and the URI a store's."""
+    if not isinstance(value, Mapping) or not value.keys() >= _BATCH_RESULT_KEYS:
+        return None
+    manifest = value.get("manifest")
+    return manifest if isinstance(manifest, str) and is_store_uri(manifest) else None
+
+
 def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], str]) -> Iterator[Record]:
     """
     The predictions and stored files of a batch, from the manifest its result names.
@@ -224,15 +232,17 @@ def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], st
     and stored URIs. A manifest that cannot be read, or a line that is not one of the
     manifest's, shows nothing rather than failing the page.
     """
-    if not isinstance(value, Mapping) or not value.keys() >= _BATCH_RESULT_KEYS:
-        return
-    manifest = value.get("manifest")
-    if not isinstance(manifest, str) or not is_store_uri(manifest):
+    if (manifest := batch_manifest(value)) is None:
         return
     try:
         text = open_text(manifest)
     except Exception:  # gone, unreadable, or too large: the rest of the run still shows
         return
+    yield from manifest_records(text, task)
+
+
+def manifest_records(text: str, task: TaskRef) -> Iterator[Record]:
+    """The records of a manifest's text (its first ``MAX_MANIFEST_LINES`` lines; others skipped)."""
     for line in text.splitlines()[:MAX_MANIFEST_LINES]:
         try:
             entry = json.loads(line)
