@@ -355,6 +355,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
     """
     infos: dict[str, PredictionInfo] = {}
     files: dict[tuple[str, int], list[StoredFile]] = {}
+    stored_indexes: dict[str, set[int]] = {}  # by prediction: a run of 100,000 stays linear
     sidecars: dict[str, StoredFile] = {}
     order: dict[str, int] = {}
     for record in records:
@@ -367,6 +368,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
             sidecars.setdefault(record.prediction_id, record)
         else:
             copies = files.setdefault((record.prediction_id, record.index), [])
+            stored_indexes.setdefault(record.prediction_id, set()).add(record.index)
             if record.uri not in {copy.uri for copy in copies}:
                 copies.append(record)
 
@@ -374,7 +376,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
     for prediction_id in sorted(order, key=lambda pid: _sort_key(infos.get(pid), order[pid])):
         info = infos.get(prediction_id)
         urls = info.output_urls if info is not None and not info.data_removed else ()
-        indexes = sorted({index for pid, index in files if pid == prediction_id} | set(range(len(urls))))
+        indexes = sorted(stored_indexes.get(prediction_id, set()) | set(range(len(urls))))
         sidecar = sidecars.get(prediction_id)
         if not indexes:
             tasks = _tasks(info, [], sidecar)
