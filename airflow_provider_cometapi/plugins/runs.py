@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_cometapi.plugins import files
+from airflow_provider_cometapi.plugins.manifests import MANIFESTS
 from airflow_provider_cometapi.plugins.records import (
-    READERS,
     Card,
     PredictionInfo,
     Reader,
@@ -24,7 +24,13 @@ from airflow_provider_cometapi.plugins.records import (
     TaskRef,
     assemble,
     read_all,
+    read_predictions,
+    read_stored_files,
 )
+
+# records.READERS, with batch manifests read through the cache: a page and each of its images'
+# requests read the run's records again, and a manifest may be 64 MiB.
+READERS: tuple[Reader, ...] = (read_predictions, read_stored_files, MANIFESTS)
 
 
 @dataclass(frozen=True)
