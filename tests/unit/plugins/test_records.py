@@ -189,3 +189,18 @@ def test_a_batch_whose_manifest_is_gone_shows_nothing_and_breaks_nothing(tmp_pat
     assert read_all([(TaskRef("batch"), result)], open_text) == []
     # A manifest URI that is not a store's is never opened.
     assert read_all([(TaskRef("batch"), {**result, "manifest": "https://x/m.jsonl"})], no_text) == []
+
+
+def test_cards_of_a_large_batch_are_assembled_in_linear_time():
+    """20,000 stored predictions: scanning every stored file per prediction would take minutes."""
+    records = []
+    for i in range(20_000):
+        records += [
+            PredictionInfo(f"p{i}", GENERATE, status="succeeded"),
+            StoredFile(f"/d/p{i}_0.png", STORE, f"p{i}", 0),
+        ]
+    started = time.perf_counter()
+    cards = assemble(records)
+    elapsed = time.perf_counter() - started
+    assert len(cards) == 20_000 and all(card.stored for card in cards[:3])
+    assert elapsed < 5.0, f"{elapsed:.2f}s"  # about 0.1 s
