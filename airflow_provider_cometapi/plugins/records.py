@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -55,6 +56,7 @@ class PredictionInfo:
     output_urls: tuple[str, ...] = ()
     error: str | None = None
     created_at: str | None = None
+    completed_at: str | None = None
     cost: float | None = None
     currency: str | None = None
     data_removed: bool = False
@@ -181,6 +183,7 @@ def prediction_info(data: Mapping[str, Any], task: TaskRef) -> PredictionInfo | 
         output_urls=tuple(url for url in urls if isinstance(url, str) and _is_gateway_url(url)),
         error=None if error in (None, "") else str(error)[:2000],
         created_at=_text(data.get("created_at"), 64),
+        completed_at=_text(data.get("completed_at"), 64),
         cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
         currency=_text(data.get("currency"), 8),
         data_removed=data.get("data_removed") is True,
@@ -290,6 +293,20 @@ def _is_gateway_url(url: str) -> bool:
 
 # --- Cards -----------------------------------------------------------------------------------
 
+# The gateway deletes a prediction's output files about an hour after it completes (SPEC).
+GATEWAY_OUTPUT_LIFETIME = timedelta(hours=1)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time from the gateway, in UTC when it names no zone; None when it is not one."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
 
 @dataclass(frozen=True)
 class Card:
@@ -319,7 +336,21 @@ class Card:
 
     @property
     def expiring(self) -> bool:
+        """Not stored: shown from the gateway's URL, until it expires (``expired``)."""
         return not self.files and self.url is not None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the gateway deletes the output, from the prediction's completion (else creation) time."""
+        if not self.expiring or self.info is None:
+            return None
+        ended = parse_time(self.info.completed_at) or parse_time(self.info.created_at)
+        return None if ended is None else ended + GATEWAY_OUTPUT_LIFETIME
+
+    def expired(self, now: datetime) -> bool:
+        """Shown from a gateway URL that is past its lifetime: the image is gone. Unknown times never are."""
+        expires_at = self.expires_at
+        return expires_at is not None and now >= expires_at
 
     @property
     def status(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from airflow_provider_cometapi.plugins.cometapi import CometAPIPlugin, external_views
 from airflow_provider_cometapi.plugins.pages import (
     CARD_ERROR_CHARS,
@@ -100,3 +102,28 @@ def test_a_long_hostile_error_is_escaped_and_cut_on_the_card():
     assert "y" * (CARD_ERROR_CHARS + 1) not in html and "\u2026" in html
     full = view_page(card, LINKS, TaskRef("g"), {})
     assert "<img" not in full and "y" * 1900 in full  # the full view shows what was kept (2,000 characters)
+
+
+LEFT_AT_GATEWAY = {**HOSTILE, "output": ["https://cdn.example/a.webp"], "completed_at": "2026-01-01T00:00:05Z"}
+
+
+def test_an_output_at_the_gateway_is_expiring_until_an_hour_after_it_completed():
+    (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
+    soon = datetime(2026, 1, 1, 0, 59, tzinfo=timezone.utc)
+    html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=soon)
+    assert '<img src="https://cdn.example/a.webp"' in html
+    assert "expiring: not stored" in html and "deletes it at about 2026-01-01 01:00:05 UTC" in html
+    assert "shown from the gateway while its URLs last" in html
+    assert '<img src="https://cdn.example/a.webp"' in view_page(card, LINKS, TaskRef("g"), {}, now=soon)
+
+
+def test_an_output_at_the_gateway_past_its_lifetime_is_marked_expired_without_an_image():
+    (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
+    later = datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc)
+    expired = "The gateway&#x27;s URL expired at 2026-01-01 01:00:05 UTC; store outputs with a destination"
+    html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=later)
+    assert "<img" not in html and "cdn.example" not in html
+    assert expired in html and "expired: not stored" in html and "expiring: not stored" not in html
+    assert "1 on this page never stored, their gateway URLs expired" in html
+    full = view_page(card, LINKS, TaskRef("g"), {}, now=later)
+    assert "<img" not in full and expired in full
