@@ -8,10 +8,12 @@ browser only the ones in view.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
+from itertools import islice
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -264,7 +266,7 @@ def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping
         )
     else:
         # The gateway's error may be long: the card shows its start, the full view all that was kept.
-        shown = _short(problem or "No image to show.", CARD_ERROR_CHARS)
+        shown = _cut(problem or "No image to show.", CARD_ERROR_CHARS)
         picture = f'<a class="noimage" href="{view}">{escape(shown)}</a>'
     badge = (
         '<span class="badge stored">stored</span>'
@@ -313,7 +315,7 @@ def view_page(
     elif card.expiring:
         rows.append(("Stored at", f"not stored: shown from the gateway. {_deleted_when(card)}."))
     if card.info is not None:
-        rows += [(f"input.{key}", _short(value)) for key, value in card.info.input.items() if key != "prompt"]
+        rows += [(f"input.{key}", input_value(value)) for key, value in card.info.input.items() if key != "prompt"]
     table = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
     back = escape(links.gallery(task.task_id, _mapped(task)))
     run = escape(links.gallery())
@@ -334,10 +336,33 @@ def _location(uri: str) -> str:
     return redact_url(uri) if "://" in uri else uri
 
 
-def _short(value: Any, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if isinstance(value, str) and value.startswith("data:"):
-        return redact_url(value)
+# A URL in an input value (an input image's): its query may be a signature or a token.
+_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|data:)[^\s\"'<>]*", re.IGNORECASE | re.ASCII)
+# Of a long list or dict, the full view shows the first items (and cuts the text anyway).
+_SHOWN_ITEMS = 50
+
+
+def input_value(value: Any, limit: int = 300) -> str:
+    """An input value as the full view shows it: URLs, also in lists and dicts, as ``redact_url`` shows them; cut."""
+    redacted = _redact_urls(value)
+    return _cut(redacted if isinstance(redacted, str) else repr(redacted), limit)
+
+
+def _redact_urls(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _URL.sub(lambda url: redact_url(url.group()), value)
+    if depth >= 4:
+        return value if isinstance(value, int | float | bool) or value is None else "\u2026"
+    if isinstance(value, Mapping):
+        return {key: _redact_urls(item, depth + 1) for key, item in islice(value.items(), _SHOWN_ITEMS)}
+    if isinstance(value, list | tuple):
+        return [_redact_urls(item, depth + 1) for item in value[:_SHOWN_ITEMS]] + (
+            ["\u2026"] if len(value) > _SHOWN_ITEMS else []
+        )
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\u2026"
 
 

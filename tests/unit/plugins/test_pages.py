@@ -10,6 +10,7 @@ from airflow_provider_cometapi.plugins.pages import (
     FAILED_BEFORE_RESULT,
     Links,
     gallery_page,
+    input_value,
     view_page,
 )
 from airflow_provider_cometapi.plugins.records import TaskRef, assemble, page_of, read_all
@@ -127,3 +128,30 @@ def test_an_output_at_the_gateway_past_its_lifetime_is_marked_expired_without_an
     assert "1 on this page never stored, their gateway URLs expired" in html
     full = view_page(card, LINKS, TaskRef("g"), {}, now=later)
     assert "<img" not in full and expired in full
+
+
+def test_the_full_view_shows_input_urls_redacted():
+    signed = "https://user:pw@cdn.example/in.png?X-Amz-Signature=abc123&token=t0k#frag"
+    model_input = {
+        "prompt": "edit this",
+        "input_image": signed,
+        "image_prompts": [signed, {"mask": "s3://key:secret@bucket/m.png?sig=abc123"}],
+        "control": "data:image/png;base64," + "A" * 5000,
+        "note": f"see {signed} for the source",
+        "seed": 3,
+    }
+    prediction = {**HOSTILE, "input": model_input, "output": ["https://cdn.example/a.webp"]}
+    (card,) = assemble(read_all([(TaskRef("g"), prediction)], lambda uri: ""))
+    full = view_page(card, LINKS, TaskRef("g"), {})
+    for secret in ("abc123", "t0k", "pw@", "secret@", "frag", "AAAA"):
+        assert secret not in full, secret
+    assert "https://cdn.example/in.png" in full and "s3://bucket/m.png" in full
+    assert "data:image/png;base64,...(5022 chars)" in full and "see https://cdn.example/in.png for the source" in full
+    assert "<th>input.seed</th><td>3</td>" in full
+
+
+def test_input_values_are_cut_and_long_lists_shortened():
+    assert input_value("x" * 1000).endswith("\u2026") and len(input_value("x" * 1000)) == 301
+    assert input_value(list(range(100)), limit=10_000).endswith("'\u2026']")
+    # Deeper than the view walks: left out, not shown unredacted.
+    assert input_value({"deep": [[[[["https://x/y?sig=1"]]]]]}) == "{'deep': [[['\u2026']]]}"
