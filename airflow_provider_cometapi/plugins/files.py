@@ -83,15 +83,25 @@ def read_sidecar(stored: StoredFile) -> PredictionInfo | None:
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
-def open_text(uri: str) -> str:
-    """For readers of recorded text files (a batch manifest): the file's text."""
+def _text_path(uri: str) -> Any:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_cometapi.plugins.records import is_store_uri
 
     if not is_store_uri(uri):
         raise StoredFileError("not a stored file's URI")
-    with ObjectStoragePath(uri if "://" in uri else f"file://{uri}").open("rb") as handle:
+    return ObjectStoragePath(uri if "://" in uri else f"file://{uri}")
+
+
+def stamp(uri: str) -> tuple[Any, ...]:
+    """What changes when a recorded text file (a manifest) is rewritten: its size, mtime and ETag."""
+    info = _text_path(uri).stat()
+    return (info.st_size, info.st_mtime, info.get("ETag"))
+
+
+def open_text(uri: str) -> str:
+    """For readers of recorded text files (a batch manifest): the file's text."""
+    with _text_path(uri).open("rb") as handle:
         data: bytes = handle.read(MAX_TEXT_BYTES + 1)
     if len(data) > MAX_TEXT_BYTES:
         raise StoredFileError(f"more than {MAX_TEXT_BYTES // (1024 * 1024)} MiB")

@@ -8,9 +8,12 @@ browser only the ones in view.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
+from itertools import islice
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,6 +22,8 @@ from airflow_provider_cometapi.cost import format_amount
 from airflow_provider_cometapi.plugins.records import IMAGE_EXTENSIONS, Card, Page, TaskRef
 
 FAILED_BEFORE_RESULT = "The task failed before it recorded the prediction's result: its log says why."
+# How much of a prediction's error a thumbnail shows.
+CARD_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,25 @@ def _query(**params: Any) -> str:
 # --- What a card shows --------------------------------------------------------------------------
 
 
-def image_src(card: Card, links: Links, task: TaskRef | None) -> str | None:
-    """Where the browser loads the card's image: a stored copy through the gallery, else the gateway."""
+def image_src(card: Card, links: Links, task: TaskRef | None, now: datetime) -> str | None:
+    """Where the browser loads the image: a stored copy through the gallery, else the gateway (until it expires)."""
     stored = card.file_for(task)
     if stored is not None:
         return links.file(stored.task, stored.name) if _is_image(stored.name) else None
-    return card.url
+    return None if card.expired(now) else card.url
+
+
+def expired_text(card: Card) -> str:
+    """What an output that was never stored and whose gateway URL expired shows instead of an image."""
+    when = _utc(card.expires_at) if card.expires_at is not None else "its end"
+    return (
+        f"The gateway's URL expired at {when}; "
+        "store outputs with a destination (SavePredictionOutputsOperator) to keep them."
+    )
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _is_image(name: str) -> bool:
@@ -197,14 +215,16 @@ def gallery_page(
     *,
     task_id: str | None = None,
     map_index: int | None = None,
+    now: datetime | None = None,
 ) -> str:
-    """The thumbnail grid of one page of cards."""
+    """The thumbnail grid of one page of cards; outputs shown from the gateway are expired by ``now``."""
+    now = now or datetime.now(timezone.utc)
     viewed = TaskRef(task_id, -1 if map_index is None else map_index) if task_id is not None else None
     where = links.run_id if task_id is None else f"{task_id}" + (f" [{map_index}]" if map_index is not None else "")
-    stored = sum(card.stored for card in page.cards)
-    expiring = sum(card.expiring for card in page.cards)
-    summary = _summary(page, stored, expiring)
-    cards = "".join(_card(card, links, viewed, task_states) for card in page.cards)
+    expired = sum(card.expired(now) for card in page.cards)
+    expiring = sum(card.expiring for card in page.cards) - expired
+    summary = _summary(page, expiring, expired)
+    cards = "".join(_card(card, links, viewed, task_states, now) for card in page.cards)
     grid = f'<div class="grid">{cards}</div>' if cards else '<p class="empty">This run recorded no images here.</p>'
     return _document(
         f"Images of {where}",
@@ -213,11 +233,12 @@ def gallery_page(
     )
 
 
-def _summary(page: Page, stored: int, expiring: int) -> str:
+def _summary(page: Page, expiring: int, expired: int) -> str:
     total = f"{page.total} image{'s' if page.total != 1 else ''}"
     shown = f"; page {page.number} of {page.count}" if page.count > 1 else ""
     extra = f"; {expiring} on this page not stored yet, shown from the gateway while its URLs last" if expiring else ""
-    return escape(f"{total}{shown}{extra}.")
+    gone = f"; {expired} on this page never stored, their gateway URLs expired" if expired else ""
+    return escape(f"{total}{shown}{extra}{gone}.")
 
 
 def _pager(page: Page, links: Links, task_id: str | None, map_index: int | None) -> str:
@@ -232,11 +253,11 @@ def _pager(page: Page, links: Links, task_id: str | None, map_index: int | None)
     return f'<nav class="pages">{"".join(parts)}</nav>'
 
 
-def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping[TaskRef, str]) -> str:
+def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping[TaskRef, str], now: datetime) -> str:
     task = card_task(card, viewed)
     text = prompt(card)
-    src = image_src(card, links, viewed)
-    problem = error(card, task_states)
+    src = image_src(card, links, viewed, now)
+    problem = expired_text(card) if card.expired(now) else error(card, task_states)
     view = escape(links.view(task, card.key))
     if src is not None and not card.failed:
         picture = (
@@ -244,12 +265,15 @@ def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping
             f'<img src="{escape(src)}" alt="{escape(text or card.key)}" loading="lazy" decoding="async"></a>'
         )
     else:
-        picture = f'<a class="noimage" href="{view}">{escape(problem or "No image to show.")}</a>'
+        # The gateway's error may be long: the card shows its start, the full view all that was kept.
+        shown = _cut(problem or "No image to show.", CARD_ERROR_CHARS)
+        picture = f'<a class="noimage" href="{view}">{escape(shown)}</a>'
     badge = (
         '<span class="badge stored">stored</span>'
         if card.stored
-        else '<span class="badge expiring" title="The gateway deletes outputs about an hour after the prediction">'
-        "expiring: not stored</span>"
+        else '<span class="badge failed">expired: not stored</span>'
+        if card.expired(now)
+        else f'<span class="badge expiring" title="{escape(_deleted_when(card))}">expiring: not stored</span>'
         if card.expiring
         else '<span class="badge failed">no image</span>'
     )
@@ -263,10 +287,19 @@ def _card(card: Card, links: Links, viewed: TaskRef | None, task_states: Mapping
     )
 
 
-def view_page(card: Card, links: Links, task: TaskRef, task_states: Mapping[TaskRef, str]) -> str:
+def _deleted_when(card: Card) -> str:
+    if card.expires_at is None:
+        return "The gateway deletes outputs about an hour after the prediction"
+    return f"The gateway deletes it at about {_utc(card.expires_at)}"
+
+
+def view_page(
+    card: Card, links: Links, task: TaskRef, task_states: Mapping[TaskRef, str], now: datetime | None = None
+) -> str:
     """One image at full size, with everything known about it."""
-    src = image_src(card, links, task)
-    problem = error(card, task_states)
+    now = now or datetime.now(timezone.utc)
+    src = image_src(card, links, task, now)
+    problem = expired_text(card) if card.expired(now) else error(card, task_states)
     text = prompt(card)
     picture = (
         f'<a href="{escape(src)}"><img src="{escape(src)}" alt="{escape(text or card.key)}"></a>'
@@ -277,10 +310,12 @@ def view_page(card: Card, links: Links, task: TaskRef, task_states: Mapping[Task
     rows += [("Prediction", card.prediction_id), ("Output", "" if card.index is None else str(card.index))]
     rows += [("Task", _task_label(t)) for t in card.tasks]
     rows += [("Stored at", _location(stored.uri)) for stored in card.files]
-    if card.expiring:
-        rows.append(("Stored at", "not stored: shown from the gateway, which deletes it about an hour after"))
+    if card.expired(now):
+        rows.append(("Stored at", f"not stored: {expired_text(card)}"))
+    elif card.expiring:
+        rows.append(("Stored at", f"not stored: shown from the gateway. {_deleted_when(card)}."))
     if card.info is not None:
-        rows += [(f"input.{key}", _short(value)) for key, value in card.info.input.items() if key != "prompt"]
+        rows += [(f"input.{key}", input_value(value)) for key, value in card.info.input.items() if key != "prompt"]
     table = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
     back = escape(links.gallery(task.task_id, _mapped(task)))
     run = escape(links.gallery())
@@ -301,10 +336,33 @@ def _location(uri: str) -> str:
     return redact_url(uri) if "://" in uri else uri
 
 
-def _short(value: Any, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if isinstance(value, str) and value.startswith("data:"):
-        return redact_url(value)
+# A URL in an input value (an input image's): its query may be a signature or a token.
+_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|data:)[^\s\"'<>]*", re.IGNORECASE | re.ASCII)
+# Of a long list or dict, the full view shows the first items (and cuts the text anyway).
+_SHOWN_ITEMS = 50
+
+
+def input_value(value: Any, limit: int = 300) -> str:
+    """An input value as the full view shows it: URLs, also in lists and dicts, as ``redact_url`` shows them; cut."""
+    redacted = _redact_urls(value)
+    return _cut(redacted if isinstance(redacted, str) else repr(redacted), limit)
+
+
+def _redact_urls(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _URL.sub(lambda url: redact_url(url.group()), value)
+    if depth >= 4:
+        return value if isinstance(value, int | float | bool) or value is None else "\u2026"
+    if isinstance(value, Mapping):
+        return {key: _redact_urls(item, depth + 1) for key, item in islice(value.items(), _SHOWN_ITEMS)}
+    if isinstance(value, list | tuple):
+        return [_redact_urls(item, depth + 1) for item in value[:_SHOWN_ITEMS]] + (
+            ["\u2026"] if len(value) > _SHOWN_ITEMS else []
+        )
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\u2026"
 
 

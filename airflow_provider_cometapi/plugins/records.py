@@ -7,7 +7,9 @@ or an asset event's ``extra``) into records; ``assemble`` turns every record of 
 card per image. Two readers exist:
 
 * ``read_predictions``: a prediction as the create operator, the sensor or the decorator return
-  it (``id``, ``status``, ``output``, ``input``...), and the bare ``prediction_id`` XCom.
+  it (``id``, ``status``, ``output``, ``input``...), the ``failed_prediction`` XCom the create
+  operator leaves before it fails (``id``, ``status``, ``error``...), and the bare
+  ``prediction_id`` XCom.
 * ``read_stored_files``: the URIs of stored outputs and sidecars anywhere in the value, as the
   storage operator returns them and puts them in its asset events' ``extra``.
 
@@ -25,6 +27,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -53,6 +56,7 @@ class PredictionInfo:
     output_urls: tuple[str, ...] = ()
     error: str | None = None
     created_at: str | None = None
+    completed_at: str | None = None
     cost: float | None = None
     currency: str | None = None
     data_removed: bool = False
@@ -179,6 +183,7 @@ def prediction_info(data: Mapping[str, Any], task: TaskRef) -> PredictionInfo | 
         output_urls=tuple(url for url in urls if isinstance(url, str) and _is_gateway_url(url)),
         error=None if error in (None, "") else str(error)[:2000],
         created_at=_text(data.get("created_at"), 64),
+        completed_at=_text(data.get("completed_at"), 64),
         cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
         currency=_text(data.get("currency"), 8),
         data_removed=data.get("data_removed") is True,
@@ -213,6 +218,14 @@ MAX_MANIFEST_LINES = 100_000
 _BATCH_RESULT_KEYS = frozenset({"manifest", "total", "succeeded", "failed"})
 
 
+def batch_manifest(value: Any) -> str | None:
+    """The URI of the manifest a batch's result names, when ``value`` is one and the URI a store's."""
+    if not isinstance(value, Mapping) or not value.keys() >= _BATCH_RESULT_KEYS:
+        return None
+    manifest = value.get("manifest")
+    return manifest if isinstance(manifest, str) and is_store_uri(manifest) else None
+
+
 def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], str]) -> Iterator[Record]:
     """
     The predictions and stored files of a batch, from the manifest its result names.
@@ -222,15 +235,17 @@ def read_batch_manifest(value: Any, task: TaskRef, open_text: Callable[[str], st
     and stored URIs. A manifest that cannot be read, or a line that is not one of the
     manifest's, shows nothing rather than failing the page.
     """
-    if not isinstance(value, Mapping) or not value.keys() >= _BATCH_RESULT_KEYS:
-        return
-    manifest = value.get("manifest")
-    if not isinstance(manifest, str) or not is_store_uri(manifest):
+    if (manifest := batch_manifest(value)) is None:
         return
     try:
         text = open_text(manifest)
     except Exception:  # gone, unreadable, or too large: the rest of the run still shows
         return
+    yield from manifest_records(text, task)
+
+
+def manifest_records(text: str, task: TaskRef) -> Iterator[Record]:
+    """The records of a manifest's text (its first ``MAX_MANIFEST_LINES`` lines; others skipped)."""
     for line in text.splitlines()[:MAX_MANIFEST_LINES]:
         try:
             entry = json.loads(line)
@@ -278,6 +293,20 @@ def _is_gateway_url(url: str) -> bool:
 
 # --- Cards -----------------------------------------------------------------------------------
 
+# The gateway deletes a prediction's output files about an hour after it completes (SPEC).
+GATEWAY_OUTPUT_LIFETIME = timedelta(hours=1)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time from the gateway, in UTC when it names no zone; None when it is not one."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
 
 @dataclass(frozen=True)
 class Card:
@@ -307,7 +336,21 @@ class Card:
 
     @property
     def expiring(self) -> bool:
+        """Not stored: shown from the gateway's URL, until it expires (``expired``)."""
         return not self.files and self.url is not None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the gateway deletes the output, from the prediction's completion (else creation) time."""
+        if not self.expiring or self.info is None:
+            return None
+        ended = parse_time(self.info.completed_at) or parse_time(self.info.created_at)
+        return None if ended is None else ended + GATEWAY_OUTPUT_LIFETIME
+
+    def expired(self, now: datetime) -> bool:
+        """Shown from a gateway URL that is past its lifetime: the image is gone. Unknown times never are."""
+        expires_at = self.expires_at
+        return expires_at is not None and now >= expires_at
 
     @property
     def status(self) -> str:
@@ -343,6 +386,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
     """
     infos: dict[str, PredictionInfo] = {}
     files: dict[tuple[str, int], list[StoredFile]] = {}
+    stored_indexes: dict[str, set[int]] = {}  # by prediction: a run of 100,000 stays linear
     sidecars: dict[str, StoredFile] = {}
     order: dict[str, int] = {}
     for record in records:
@@ -355,6 +399,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
             sidecars.setdefault(record.prediction_id, record)
         else:
             copies = files.setdefault((record.prediction_id, record.index), [])
+            stored_indexes.setdefault(record.prediction_id, set()).add(record.index)
             if record.uri not in {copy.uri for copy in copies}:
                 copies.append(record)
 
@@ -362,7 +407,7 @@ def assemble(records: Iterable[Record]) -> list[Card]:
     for prediction_id in sorted(order, key=lambda pid: _sort_key(infos.get(pid), order[pid])):
         info = infos.get(prediction_id)
         urls = info.output_urls if info is not None and not info.data_removed else ()
-        indexes = sorted({index for pid, index in files if pid == prediction_id} | set(range(len(urls))))
+        indexes = sorted(stored_indexes.get(prediction_id, set()) | set(range(len(urls))))
         sidecar = sidecars.get(prediction_id)
         if not indexes:
             tasks = _tasks(info, [], sidecar)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_cometapi.plugins import files
+from airflow_provider_cometapi.plugins.manifests import MANIFESTS
 from airflow_provider_cometapi.plugins.records import (
-    READERS,
     Card,
     PredictionInfo,
     Reader,
@@ -24,7 +24,13 @@ from airflow_provider_cometapi.plugins.records import (
     TaskRef,
     assemble,
     read_all,
+    read_predictions,
+    read_stored_files,
 )
+
+# records.READERS, with batch manifests read through the cache: a page and each of its images'
+# requests read the run's records again, and a manifest may be 64 MiB.
+READERS: tuple[Reader, ...] = (read_predictions, read_stored_files, MANIFESTS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def load_run(
             )
         }
         records = read_all(values, files.open_text, readers)
-        bare = {record.task for record in records if isinstance(record, PredictionInfo) and record.status is None}
+        bare = {record.task for record in records if _without_request(record)}
         rendered = _rendered_requests(session, dag_id, run_id, bare) if bare else {}
     records = [_with_request(record, rendered) for record in records]
     return RunImages(dag_id, run_id, assemble(records), states)
@@ -120,15 +126,20 @@ def _rendered_requests(session: Any, dag_id: str, run_id: str, tasks: set[TaskRe
     return found
 
 
+def _without_request(record: Record) -> bool:
+    # A bare prediction id, or the ``failed_prediction`` record (which keeps no input).
+    return isinstance(record, PredictionInfo) and not record.input
+
+
 def _with_request(record: Record, rendered: dict[TaskRef, dict[str, Any]]) -> Record:
-    """A prediction known only by its id takes the model and input its task rendered (no result came)."""
-    if not isinstance(record, PredictionInfo) or record.status is not None or record.task not in rendered:
+    """A prediction recorded without its input takes the model and input its task rendered."""
+    if not isinstance(record, PredictionInfo) or record.input or record.task not in rendered:
         return record
     fields = rendered[record.task]
     model, model_input = fields.get("model"), fields.get("input")
     return replace(
         record,
-        model=model[:200] if isinstance(model, str) else None,
+        model=record.model or (model[:200] if isinstance(model, str) else None),
         input=model_input if isinstance(model_input, dict) else {},
     )
 

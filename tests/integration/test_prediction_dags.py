@@ -93,6 +93,10 @@ def test_unsuccessful_prediction_fails_the_task_with_its_error(run_dag, cometapi
     if outcome != "canceled":
         assert f"emulated {outcome} error" in log
     assert stats(cometapi_conn)["creates"] == 1
+    # Kept though the task failed: the Images tab shows the prediction's error from it.
+    record = result.xcom("generate", key="failed_prediction")
+    assert record["id"] == result.xcom("generate", key="prediction_id") and record["status"] == outcome
+    assert record["error"] == (None if outcome == "canceled" else f"emulated {outcome} error")
 
 
 @pytest.mark.parametrize("dag_id", ["t_timeout", "t_worker_timeout"])

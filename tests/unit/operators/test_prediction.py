@@ -16,7 +16,11 @@ from airflow_provider_cometapi.exceptions import (
     PredictionWaitError,
     UnexpectedEventError,
 )
-from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.operators.prediction import (
+    MAX_RECORDED_ERROR_CHARS,
+    CreatePredictionOperator,
+    failure_record,
+)
 from airflow_provider_cometapi.triggers.prediction import DEFER_TIMEOUT_MARGIN, PredictionTrigger
 
 SCHNELL = "black-forest-labs/flux-schnell"
@@ -100,11 +104,66 @@ def test_complete_succeeded_returns_the_event_prediction(cometapi_conn):
 
 
 @pytest.mark.parametrize("status", ["failed", "canceled", "aborted"])
-def test_complete_unsuccessful_fails_with_the_prediction_error(status):
+def test_complete_unsuccessful_fails_with_the_prediction_error(status, context):
     event = {"status": status, "prediction_id": "p1", "prediction": {}, "message": f"Prediction p1 {status}: NSFW"}
     with pytest.raises(PredictionFailedError, match="NSFW") as info:
-        operator().execute_complete({}, event)
+        operator().execute_complete(context, event)
     assert info.value.status == status
+    assert context["ti"].pushed["failed_prediction"] == {"id": "p1", "status": status, "error": None}
+
+
+# --- The failed prediction's record, for the Images tab ------------------------------------
+
+
+def test_a_failed_prediction_leaves_its_error_in_xcom_before_the_task_fails(cometapi_conn, context):
+    failing = {"outcome": "failed", "error": "NSFW content detected"}
+    model_input = {"prompt": "a forbidden picture", "_emulator": failing}
+    with pytest.raises(PredictionFailedError, match="NSFW content detected"):
+        operator(input=model_input).execute(context)
+    record = context["ti"].pushed["failed_prediction"]
+    assert record["id"] == context["ti"].pushed["prediction_id"]
+    assert (record["status"], record["error"], record["model"]) == ("failed", "NSFW content detected", SCHNELL)
+    assert record["created_at"] and record["completed_at"]
+    # Small: nothing from the input, the outputs or the log.
+    assert set(record) <= {"id", "status", "error", "model", "created_at", "started_at", "completed_at"}
+
+
+def test_the_recorded_error_is_bounded_and_the_task_error_is_unchanged(context):
+    hostile = "<script>alert(1)</script>" + "x" * 5000
+    prediction = {
+        "id": "p1",
+        "status": "failed",
+        "error": hostile,
+        "input": {"prompt": "p", "api_key": "sk-secret"},
+        "output": ["https://cdn.example/a.webp?sig=secret"],
+        "logs": "token sk-secret",
+        "model": "m" * 500,
+        "created_at": {"not": "a time"},
+    }
+    message = f"Prediction p1 failed: {hostile[:2000]}"
+    event = {"status": "failed", "prediction_id": "p1", "prediction": prediction, "message": message}
+    with pytest.raises(PredictionFailedError) as info:
+        operator().execute_complete(context, event)
+    assert str(info.value) == message  # the task's error is the prediction's, as before
+    record = context["ti"].pushed["failed_prediction"]
+    assert len(record["error"]) == MAX_RECORDED_ERROR_CHARS and record["error"].endswith("\u2026")
+    assert record["error"].startswith("<script>")  # kept as text; the gallery escapes it
+    assert len(record["model"]) == 200 and "created_at" not in record
+    assert "secret" not in repr(record)
+
+
+def test_a_failed_xcom_push_does_not_hide_the_prediction_error():
+    class BrokenTaskInstance:
+        def xcom_push(self, key, value):
+            raise RuntimeError("the API server is away")
+
+    event = {"status": "failed", "prediction_id": "p1", "prediction": None, "message": "Prediction p1 failed: NSFW"}
+    with pytest.raises(PredictionFailedError, match="NSFW"):
+        operator().execute_complete({"ti": BrokenTaskInstance()}, event)
+
+
+def test_failure_record_without_the_final_prediction():
+    assert failure_record("p1", "aborted", None) == {"id": "p1", "status": "aborted", "error": None}
 
 
 def test_complete_timeout_cancels_and_says_so(cometapi_conn, context):

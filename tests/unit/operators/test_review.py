@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,89 @@ def test_publish_refuses_what_is_not_an_output(tmp_path: Path, uri: str):
 def test_publish_checks_the_destination_first():
     with pytest.raises(InvalidDestinationError):
         publish_outputs(["file:///d/p1_0.webp"], "relative/published")
+
+
+# --- The reviewer's answer (execute_complete), on a fresh operator as after the wait -----------
+
+
+class StoredResultTaskInstance:
+    """The runtime TI as the review asks it: the storage task's result, pulled again on resume."""
+
+    def __init__(self, result):
+        self.result = result
+        self.pulls: list[dict] = []
+
+    def xcom_pull(self, **kwargs):
+        self.pulls.append(kwargs)
+        return self.result
+
+
+def answer(*chosen: str) -> dict:
+    return {
+        "chosen_options": list(chosen),
+        "params_input": {},
+        "responded_at": datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc),
+        "responded_by_user": {"id": "1", "name": "reviewer"},
+    }
+
+
+def complete(*chosen: str, result=RESULT):
+    review = ReviewOutputsOperator(task_id="review", outputs_of="store", outputs_map_index=2)
+    ti = StoredResultTaskInstance(result)
+    return review, ti, review.execute_complete({"ti": ti}, answer(*chosen))
+
+
+def test_the_resumed_review_rebuilds_its_options_and_returns_the_chosen_uris():
+    review, ti, decision = complete("Candidate 2")
+    assert review.options == ["Candidate 1", "Candidate 2", REJECT_ALL]
+    assert ti.pulls == [{"task_ids": "store", "map_indexes": 2}]
+    assert decision == {
+        "chosen": ["file:///d/p1_1.png"],
+        "rejected": False,
+        "chosen_options": ["Candidate 2"],
+        "responded_by_user": {"id": "1", "name": "reviewer"},
+        "responded_at": "2026-01-01T12:00:00+00:00",
+    }
+    _, _, both = complete("Candidate 2", "Candidate 1")
+    assert both["chosen"] == ["file:///d/p1_0.webp", "file:///d/p1_1.png"]  # in the stored order
+
+
+@pytest.mark.parametrize("chosen", [(REJECT_ALL,), ("Candidate 1", REJECT_ALL), ()])
+def test_reject_all_wins_and_an_empty_choice_counts_as_rejected(chosen):
+    _, _, decision = complete(*chosen)
+    assert decision["rejected"] is True and decision["chosen"] == []
+    assert decision["chosen_options"] == list(chosen)
+
+
+def test_an_option_that_is_not_a_candidate_fails_the_review():
+    with pytest.raises(ValueError, match="Candidate 3"):
+        complete("Candidate 3")
+
+
+def test_a_resumed_review_whose_images_are_gone_fails():
+    with pytest.raises(ValueError, match="stored no image"):
+        complete("Candidate 1", result=None)
+
+
+# --- The example DAG's publish step on a rejection -----------------------------------------
+
+
+def test_a_rejection_publishes_nothing_and_emits_no_asset_event(tmp_path: Path):
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    dag_file = Path(__file__).resolve().parents[3] / "dags_examples" / "cometapi_review_and_publish.py"
+    spec = importlib.util.spec_from_file_location("cometapi_review_and_publish_under_test", dag_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    publish = module.publish.function  # the @task's own function, called as its task would call it
+
+    class RecordingOutletEvents(dict):
+        def __getitem__(self, key):
+            raise AssertionError(f"an asset event was emitted for {key}")
+
+    _, _, decision = complete(REJECT_ALL)
+    root = tmp_path / "root"
+    with pytest.raises(AirflowSkipException, match="nothing is published"):
+        publish(decision, params={"storage_root": root.as_uri()}, outlet_events=RecordingOutletEvents(), var={})
+    assert not root.exists()

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from airflow_provider_cometapi.plugins.cometapi import CometAPIPlugin, external_views
-from airflow_provider_cometapi.plugins.pages import FAILED_BEFORE_RESULT, Links, gallery_page, view_page
+from airflow_provider_cometapi.plugins.pages import (
+    CARD_ERROR_CHARS,
+    FAILED_BEFORE_RESULT,
+    Links,
+    gallery_page,
+    input_value,
+    view_page,
+)
 from airflow_provider_cometapi.plugins.records import TaskRef, assemble, page_of, read_all
 
 LINKS = Links("/cometapi", "my_dag", "manual__2026-01-01T00:00:00+00:00")
@@ -76,3 +85,73 @@ def test_a_card_shows_the_cost_in_its_currency_and_a_dash_when_unknown():
     html, _ = page((TaskRef("g"), priced), (TaskRef("h"), unpriced))
     assert "0.006 EUR" in html
     assert html.count("\u2014") >= 1 and "None" not in html
+
+
+def test_a_failed_task_shows_the_error_its_operator_recorded_not_a_generic_text():
+    # What CreatePredictionOperator leaves when the prediction fails: the bare id and the record.
+    record = {"id": "p7", "status": "failed", "error": "NSFW content detected", "model": "m"}
+    html, (card,) = page((TaskRef("g"), "p7"), (TaskRef("g"), record), states={TaskRef("g"): "failed"})
+    assert card.failed and "NSFW content detected" in html
+    assert FAILED_BEFORE_RESULT.replace("'", "&#x27;") not in html and "<img" not in html
+    assert "NSFW content detected" in view_page(card, LINKS, TaskRef("g"), {})
+
+
+def test_a_long_hostile_error_is_escaped_and_cut_on_the_card():
+    error = "<img src=x onerror=alert(1)>" + "y" * 3000
+    html, (card,) = page((TaskRef("g"), {"id": "p7", "status": "failed", "error": error}))
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "y" * (CARD_ERROR_CHARS + 1) not in html and "\u2026" in html
+    full = view_page(card, LINKS, TaskRef("g"), {})
+    assert "<img" not in full and "y" * 1900 in full  # the full view shows what was kept (2,000 characters)
+
+
+LEFT_AT_GATEWAY = {**HOSTILE, "output": ["https://cdn.example/a.webp"], "completed_at": "2026-01-01T00:00:05Z"}
+
+
+def test_an_output_at_the_gateway_is_expiring_until_an_hour_after_it_completed():
+    (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
+    soon = datetime(2026, 1, 1, 0, 59, tzinfo=timezone.utc)
+    html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=soon)
+    assert '<img src="https://cdn.example/a.webp"' in html
+    assert "expiring: not stored" in html and "deletes it at about 2026-01-01 01:00:05 UTC" in html
+    assert "shown from the gateway while its URLs last" in html
+    assert '<img src="https://cdn.example/a.webp"' in view_page(card, LINKS, TaskRef("g"), {}, now=soon)
+
+
+def test_an_output_at_the_gateway_past_its_lifetime_is_marked_expired_without_an_image():
+    (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
+    later = datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc)
+    expired = "The gateway&#x27;s URL expired at 2026-01-01 01:00:05 UTC; store outputs with a destination"
+    html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=later)
+    assert "<img" not in html and "cdn.example" not in html
+    assert expired in html and "expired: not stored" in html and "expiring: not stored" not in html
+    assert "1 on this page never stored, their gateway URLs expired" in html
+    full = view_page(card, LINKS, TaskRef("g"), {}, now=later)
+    assert "<img" not in full and expired in full
+
+
+def test_the_full_view_shows_input_urls_redacted():
+    signed = "https://user:pw@cdn.example/in.png?X-Amz-Signature=abc123&token=t0k#frag"
+    model_input = {
+        "prompt": "edit this",
+        "input_image": signed,
+        "image_prompts": [signed, {"mask": "s3://key:secret@bucket/m.png?sig=abc123"}],
+        "control": "data:image/png;base64," + "A" * 5000,
+        "note": f"see {signed} for the source",
+        "seed": 3,
+    }
+    prediction = {**HOSTILE, "input": model_input, "output": ["https://cdn.example/a.webp"]}
+    (card,) = assemble(read_all([(TaskRef("g"), prediction)], lambda uri: ""))
+    full = view_page(card, LINKS, TaskRef("g"), {})
+    for secret in ("abc123", "t0k", "pw@", "secret@", "frag", "AAAA"):
+        assert secret not in full, secret
+    assert "https://cdn.example/in.png" in full and "s3://bucket/m.png" in full
+    assert "data:image/png;base64,...(5022 chars)" in full and "see https://cdn.example/in.png for the source" in full
+    assert "<th>input.seed</th><td>3</td>" in full
+
+
+def test_input_values_are_cut_and_long_lists_shortened():
+    assert input_value("x" * 1000).endswith("\u2026") and len(input_value("x" * 1000)) == 301
+    assert input_value(list(range(100)), limit=10_000).endswith("'\u2026']")
+    # Deeper than the view walks: left out, not shown unredacted.
+    assert input_value({"deep": [[[[["https://x/y?sig=1"]]]]]}) == "{'deep': [[['\u2026']]]}"

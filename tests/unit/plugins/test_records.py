@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -28,6 +29,8 @@ PREDICTION = {
     "output": ["https://cdn.example/p1/0.webp?sig=abc", "https://cdn.example/p1/1.webp?sig=abc"],
     "created_at": "2026-01-01T00:00:00Z",
 }
+# Half an hour after PREDICTION was created: its gateway URLs still work.
+BEFORE_EXPIRY = datetime(2026, 1, 1, 0, 30, tzinfo=timezone.utc)
 STORED = ["file:///data/run/p1_0.webp", "file:///data/run/p1_1.webp", "file:///data/run/p1.json"]
 
 
@@ -150,7 +153,7 @@ def test_a_page_of_500_images_is_built_fast():
     predictions = [(TaskRef("g", i), {**PREDICTION, "id": f"p{i}"}) for i in range(500)]
     started = time.perf_counter()
     cards = assemble(read_all([*predictions, (STORE, stored)], no_text))
-    html = gallery_page(page_of(cards, 1, 500), Links("/cometapi", "d", "r"), {})
+    html = gallery_page(page_of(cards, 1, 500), Links("/cometapi", "d", "r"), {}, now=BEFORE_EXPIRY)
     elapsed = time.perf_counter() - started
     assert html.count("<figure") == 500 and html.count('loading="lazy"') == 500
     assert elapsed < 2.0, f"{elapsed:.2f}s"  # about 0.05 s on a laptop; generous for a shared CI core
@@ -189,3 +192,34 @@ def test_a_batch_whose_manifest_is_gone_shows_nothing_and_breaks_nothing(tmp_pat
     assert read_all([(TaskRef("batch"), result)], open_text) == []
     # A manifest URI that is not a store's is never opened.
     assert read_all([(TaskRef("batch"), {**result, "manifest": "https://x/m.jsonl"})], no_text) == []
+
+
+def test_cards_of_a_large_batch_are_assembled_in_linear_time():
+    """20,000 stored predictions: scanning every stored file per prediction would take minutes."""
+    records = []
+    for i in range(20_000):
+        records += [
+            PredictionInfo(f"p{i}", GENERATE, status="succeeded"),
+            StoredFile(f"/d/p{i}_0.png", STORE, f"p{i}", 0),
+        ]
+    started = time.perf_counter()
+    cards = assemble(records)
+    elapsed = time.perf_counter() - started
+    assert len(cards) == 20_000 and all(card.stored for card in cards[:3])
+    assert elapsed < 5.0, f"{elapsed:.2f}s"  # about 0.1 s
+
+
+def test_an_unstored_output_expires_an_hour_after_its_prediction_completed():
+    completed = {**PREDICTION, "completed_at": "2026-01-01T00:00:05.123456Z"}
+    (card, _) = cards_of((GENERATE, completed))
+    assert card.expires_at == datetime(2026, 1, 1, 1, 0, 5, 123456, tzinfo=timezone.utc)
+    assert not card.expired(datetime(2026, 1, 1, 1, 0, 5, tzinfo=timezone.utc))
+    assert card.expired(datetime(2026, 1, 1, 1, 0, 6, tzinfo=timezone.utc))
+    # Without a completion time, from its creation; with neither, never said to be expired.
+    (created_only, _) = cards_of((GENERATE, PREDICTION))
+    assert created_only.expires_at == datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
+    (unknown, _) = cards_of((GENERATE, {**PREDICTION, "created_at": "yesterday"}))
+    assert unknown.expires_at is None and not unknown.expired(datetime(2099, 1, 1, tzinfo=timezone.utc))
+    # A stored output does not expire.
+    (stored, _) = cards_of((GENERATE, PREDICTION), (STORE, STORED))
+    assert stored.expires_at is None and not stored.expired(datetime(2099, 1, 1, tzinfo=timezone.utc))
