@@ -73,6 +73,7 @@ class ManifestEntry:
     cancelled: bool = False
     images: int | None = None
     cost: float | None = None
+    completed_at: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -105,6 +106,7 @@ class ManifestEntry:
             self.cancelled,
             self.images,
             self.cost,
+            self.completed_at,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ class ManifestEntry:
             "cancelled": self.cancelled,
             "images": self.images,
             "cost": self.cost,
+            "completed_at": self.completed_at,
         }
 
     @classmethod
@@ -162,6 +165,9 @@ class ManifestEntry:
         images, cost = data.get("images"), data.get("cost")
         if not (images is None or _is_count(images)) or not (cost is None or _is_amount(cost)):
             raise _corrupt(where, "its images or cost is not a number >= 0")
+        completed_at = data.get("completed_at")
+        if not (completed_at is None or (isinstance(completed_at, str) and len(completed_at) <= MAX_TIME_CHARS)):
+            raise _corrupt(where, "its completed_at is not a time")
         if status not in (PENDING, UNCERTAIN, SKIPPED) and status != "failed" and checked_id is None:
             raise _corrupt(where, f"its status is {status} but it names no prediction")
         return cls(
@@ -179,9 +185,12 @@ class ManifestEntry:
             cancelled=cancelled,
             images=images,
             cost=None if cost is None else float(cost),
+            completed_at=completed_at,
         )
 
 
+# A time as the gateway wrote it (ISO 8601); longer is not one, and is not kept.
+MAX_TIME_CHARS = 64
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _STATUS = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
 

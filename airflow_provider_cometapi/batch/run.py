@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_cometapi.batch import manifest as manifest_lines
@@ -219,8 +219,10 @@ class BatchRun:
         if not force and (not self._dirty or time.monotonic() - self._checkpointed < interval):
             return
         store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries, self._lines))
-        if self.journal is not None:
-            self.journal.clear()  # every id it held is in the manifest now
+        if self.journal is not None and not self._creating:
+            # Every id it held is in the manifest now. Not while creates are out: one may have
+            # journaled an id this thread has not recorded yet (the next quiet checkpoint clears).
+            self.journal.clear()
         self._checkpointed = time.monotonic()
         self._dirty = False
 
@@ -454,7 +456,25 @@ class BatchRun:
             if entry is None or future.cancelled():
                 continue
             try:
-                self._after_create(entry, future.result(), watch=not settling)
+                created = future.result()
+            except Exception as error:  # a bug after the request went out: the create may exist
+                self._end(
+                    entry,
+                    UNCERTAIN,
+                    f"The create failed unexpectedly ({type(error).__name__}: {str(error)[:200]}); it may have "
+                    "reached CometAPI, so it is not sent again.",
+                )
+                if not settling:
+                    raise
+                continue
+            except BaseException:  # an interrupt on the create's thread: the input stays pending
+                self._release(entry)
+                self._to_create.appendleft(entry)
+                if not settling:
+                    raise
+                continue
+            try:
+                self._after_create(entry, created, watch=not settling)
             except CometAPIError:
                 if not settling:
                     raise
@@ -644,6 +664,13 @@ class BatchRun:
     def _outcome(self, prediction: Prediction) -> Settled:
         if not prediction.is_terminal:
             return Settled(prediction.status, None, final=False)
+        settled = self._stored_outcome(prediction)
+        ended = prediction.raw.get("completed_at")
+        if isinstance(ended, str) and len(ended) <= manifest_lines.MAX_TIME_CHARS:
+            settled = replace(settled, completed_at=ended)  # when its output URLs start to expire
+        return settled
+
+    def _stored_outcome(self, prediction: Prediction) -> Settled:
         images = image_count(prediction)
         if not prediction.succeeded:
             error = prediction.error or f"the prediction ended {prediction.status}"
@@ -667,7 +694,12 @@ class BatchRun:
             if settled.images is not None:
                 self._made(entry, settled.images)
             self._update(
-                entry, status=settled.status, error=settled.error, outputs=settled.outputs, stored=settled.stored
+                entry,
+                status=settled.status,
+                error=settled.error,
+                outputs=settled.outputs,
+                stored=settled.stored,
+                completed_at=settled.completed_at,
             )
         else:
             self._update(entry, status=settled.status)
@@ -851,6 +883,7 @@ class Settled:
     outputs: list[str] = field(default_factory=list)
     stored: list[str] | None = None
     images: int | None = None
+    completed_at: str | None = None
 
 
 def journal_for(folder: ObjectStoragePath, name: str) -> manifest_lines.Journal | None:

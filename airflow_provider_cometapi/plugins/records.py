@@ -261,6 +261,7 @@ def manifest_records(text: str, task: TaskRef) -> Iterator[Record]:
             "error": entry.get("error"),
             "cost": entry.get("cost"),
             "currency": entry.get("currency"),
+            "completed_at": entry.get("completed_at"),
         }
         if (info := prediction_info(prediction, task)) is not None:
             yield info

@@ -37,7 +37,15 @@ def test_round_trip_keeps_every_field():
     entries = [
         entry(0),
         entry(1, line=2, prediction_id="abc", status="succeeded", stored=["file:///x/abc_0.webp"], attempts=1),
-        entry(2, prediction_id="def", status="failed", error="NSFW", attempts=2, previous_ids=["old"]),
+        entry(
+            2,
+            prediction_id="def",
+            status="failed",
+            error="NSFW",
+            attempts=2,
+            previous_ids=["old"],
+            completed_at="2026-01-01T00:00:05.1Z",
+        ),
         entry(3, status="uncertain", error="timed out"),
         entry(4, prediction_id="ghi", status="processing", cancelled=True),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,8 @@ def test_without_destination_the_manifest_keeps_the_urls(tmp_path, cometapi_conn
     result = operator(tmp_path, ["a fox", "a cat"], destination=None, manifest=f"{tmp_path}/m.jsonl").execute(context())
     assert result["manifest"] == f"{tmp_path}/m.jsonl" and result["stored_files"] == 0
     assert all(line["outputs"][0].startswith("http") and line["stored"] is None for line in lines(result))
+    # When each ended, as the gateway said: its URLs expire an hour after (the Images tab says so).
+    assert all(line["completed_at"] and line["completed_at"].startswith("20") for line in lines(result))
 
 
 class Killed(BaseException):
@@ -99,12 +102,13 @@ class Killed(BaseException):
 
 def crash_after(monkeypatch, creates, *, lose_checkpoints):
     real = CometAPIHook.create_prediction
-    count = [0]
+    count, lock = [0], threading.Lock()
 
     def create(self, *args, **kwargs):
-        if count[0] == creates:
-            raise Killed
-        count[0] += 1
+        with lock:  # creates go out from several threads at once
+            if count[0] >= creates:
+                raise Killed
+            count[0] += 1
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(CometAPIHook, "create_prediction", create)

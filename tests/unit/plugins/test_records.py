@@ -185,6 +185,23 @@ def test_a_batch_shows_every_prediction_and_stored_file_of_its_manifest(tmp_path
     assert cards[1].info is not None and cards[1].info.error == "NSFW"
 
 
+def test_a_batch_without_destination_shows_its_urls_expired_an_hour_after_they_ended(tmp_path):
+    import json
+
+    from airflow_provider_cometapi.plugins.files import open_text
+
+    line = {
+        "index": 0, "input": {"prompt": "a fox"}, "prediction_id": "b1", "status": "succeeded",
+        "outputs": ["https://cdn.example/b1/0.webp"], "stored": None, "completed_at": "2026-01-01T00:00:05Z",
+    }  # fmt: skip
+    manifest = tmp_path / "nightly.manifest.jsonl"
+    manifest.write_text(json.dumps(line) + "\n")
+    result = {"manifest": manifest.as_uri(), "total": 1, "succeeded": 1, "failed": 0}
+    (card,) = assemble(read_all([(TaskRef("batch"), result)], open_text))
+    assert card.expiring and card.expires_at == datetime(2026, 1, 1, 1, 0, 5, tzinfo=timezone.utc)
+    assert card.expired(datetime(2026, 1, 1, 2, tzinfo=timezone.utc))
+
+
 def test_a_batch_whose_manifest_is_gone_shows_nothing_and_breaks_nothing(tmp_path):
     from airflow_provider_cometapi.plugins.files import open_text
 
