@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from airflow_provider_cometapi.api import ApiRequest, Operation, redact_url
+from airflow_provider_cometapi.api import ApiRequest, Operation, redact_url, redact_urls
 from airflow_provider_cometapi.exceptions import (
     AuthenticationError,
     CometAPIConnectionError,
@@ -301,10 +301,17 @@ def connection_failure(
     )
     if request.operation is Operation.CREATE and request_sent:
         hint += " The prediction may have been created: it is not created again automatically."
-    where = f"the file host of {request.subject}" if request.operation is Operation.DOWNLOAD else settings.base_url
+    where = (
+        f"the file host of {request.subject}"
+        if request.operation is Operation.DOWNLOAD
+        else redact_url(settings.base_url)
+    )
+    # The library's words name the URL it tried (urllib3: "...with url: /files/x.png?X-Amz-Signature=..."):
+    # its query and user info are dropped, as the key is.
+    why = redact_urls(scrub(str(reason), settings.api_key))
     return CometAPIConnectionError(
         f"Could not reach {'CometAPI at ' if request.operation is not Operation.DOWNLOAD else ''}{where} "
-        f"({request.describe()}): {scrub(str(reason), settings.api_key)}. {hint}",
+        f"({request.describe()}): {why}. {hint}",
         request_sent=request_sent,
     )
 
@@ -317,7 +324,7 @@ def timeout_failure(request: ApiRequest, settings: CometAPISettings, seconds: fl
         )
     else:
         message = (
-            f"CometAPI at {settings.base_url} did not answer {request.describe()} within {seconds:.3g}s. "
+            f"CometAPI at {redact_url(settings.base_url)} did not answer {request.describe()} within {seconds:.3g}s. "
             "Raise the connection's 'timeout' extra if the gateway is slow."
         )
     if request.operation is Operation.CREATE:

@@ -62,7 +62,16 @@ ENDLESS_BYTES = 256 * 1024 * 1024  # an "endless" body ends here, for clients th
 DRIP_FOR = 6.0  # seconds a dripping answer drips before the connection closes
 DRIP_INTERVAL = 1.0
 CONTROL = "/_hostile"
-REASONS = {200: "OK", 201: "Created", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+}
 
 
 def tiny_png() -> bytes:
@@ -167,7 +176,12 @@ class Gateway:
                 writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+        first = await reader.readexactly(1)
+        if first == b"\x16":  # a TLS handshake: answered in plain HTTP, as a plain-HTTP server would
+            writer.write(_head(400, {}, 0))
+            await writer.drain()
+            return
+        head = first + await reader.readuntil(b"\r\n\r\n")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, _ = request_line.split(" ", 2)
         headers = {}

@@ -412,6 +412,7 @@ class StoreRow:
     deadline: float = 6.0
     memory_mib: float = 64.0
     no_retries: bool = False  # fails at once: no "Retrying" in the log, the file host never asked
+    env: dict[str, str] = field(default_factory=dict)  # environment of the worker ({base} filled in)
 
 
 PREDICTION = "hostile-store-1"
@@ -561,6 +562,21 @@ STORE_ROWS = [
         message=("signed.png",),
     ),
     StoreRow(
+        # urllib3's error names the URL it tried, query and all ("Max retries exceeded with url: ...").
+        "a signed https URL on a plain-http port (TLS fails)",
+        output("{tls}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png", "SSL"),
+    ),
+    StoreRow(
+        "a signed https URL through a proxy that refuses the tunnel",
+        output("https://127.0.0.1:{closed_port}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png", "proxy"),
+        # The hostile gateway as the proxy: it answers CONNECT with a 404.
+        env={"HTTPS_PROXY": "{base}", "https_proxy": "{base}", "NO_PROXY": "", "no_proxy": ""},
+    ),
+    StoreRow(
         "a signed URL of another scheme",
         output("ftp://127.0.0.1/files/signed.png?" + SIGNED_QUERY),
         error=UnsupportedOutputURLError,
@@ -599,7 +615,16 @@ def test_hostile_output(
     capfd,
 ) -> None:
     connect(monkeypatch, gateway, **row.extra)
-    places = {"base": gateway.base_url, "closed": f"http://127.0.0.1:{closed_port()}", "tmp": str(tmp_path)}
+    port = closed_port()
+    places = {
+        "base": gateway.base_url,
+        "tls": f"https://127.0.0.1:{gateway.port}",  # TLS to a port that speaks plain HTTP
+        "closed": f"http://127.0.0.1:{port}",
+        "closed_port": str(port),
+        "tmp": str(tmp_path),
+    }
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, substituted(value, places))
     gateway.play({"get": substituted(row.get, places), "files": row.files})
     destination = tmp_path / "airflow" / "images"
     for folder in (tmp_path / "dags", tmp_path / "outside"):  # where a traversal would land
