@@ -69,11 +69,17 @@ OUTPUT_SCHEMES = ("http", "https", "data")
 def read_response(
     request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes, *, conn_id: str, secret: str = ""
 ) -> Any:
-    """Return the answer's JSON, or raise the error the answer means."""
+    """
+    Return the answer's JSON, or raise the error the answer means.
+
+    Every string of the JSON has ``secret`` (the API key) replaced by ``***``: a gateway that
+    echoes the key in a prediction's ``error``, ``logs`` or ``input`` cannot put it into an
+    event, a log or an exception, nor into XCom.
+    """
     if not 200 <= status < 300:
-        payload, _ = _parse_json(body)
+        payload, _ = _parse_json(body, secret)
         raise error_for_status(request, status, headers, payload, body, conn_id=conn_id, secret=secret)
-    payload, parse_error = _parse_json(body)
+    payload, parse_error = _parse_json(body, secret)
     if parse_error is None:
         return payload
     advice = (
@@ -83,7 +89,7 @@ def read_response(
     )
     raise GatewayResponseError(
         f"CometAPI answered {request.describe()} with HTTP {status} but the body is not valid JSON "
-        f"({parse_error}; starts with {scrub(_snippet(body), secret)!r}). {advice}",
+        f"({parse_error}; starts with {_snippet(body, secret)!r}). {advice}",
         status_code=status,
     )
 
@@ -118,8 +124,8 @@ def error_for_status(
     secret: str = "",
 ) -> CometAPIError:
     """Map an HTTP error answer, in either error envelope or none, to the provider's error."""
-    # The gateway's own words are kept, shortened and without the key should it echo it.
-    detail = scrub((_error_detail(payload) or _snippet(body))[:_DETAIL_CHARS], secret)
+    # The gateway's own words are kept, without the key should it echo it, then shortened.
+    detail = scrub(_error_detail(payload) or _snippet(body, secret), secret)[:_DETAIL_CHARS]
     what = f"{request.describe()} failed with HTTP {status}: {detail}"
     if request.operation is Operation.DOWNLOAD and status in (401, 403, 404, 410):
         return OutputExpiredError(
@@ -237,11 +243,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _parse_json(body: bytes) -> tuple[Any, str | None]:
+def _parse_json(body: bytes, secret: str = "") -> tuple[Any, str | None]:
     if not body:
         return None, "empty body"
     try:
-        return json.loads(body), None
+        return scrubbed(json.loads(body), secret), None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return None, type(exc).__name__
 
@@ -264,7 +270,7 @@ def _invalid_fields(payload: Any, secret: str) -> list[dict[str, Any]]:
     if not isinstance(fields, list):
         return []
     return [
-        {key: scrub(str(value)[:_DETAIL_CHARS], secret) for key, value in field.items()}
+        {key: scrub(str(value), secret)[:_DETAIL_CHARS] for key, value in field.items()}
         for field in fields[:20]
         if isinstance(field, Mapping)
     ]
@@ -274,8 +280,13 @@ _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
 
 
-def _snippet(body: bytes, limit: int = 160) -> str:
-    text = body[: limit * 4].decode("utf-8", "replace")
+def _snippet(body: bytes, secret: str = "", limit: int = 160) -> str:
+    """The start of ``body`` as text, without tags, the key scrubbed before anything is cut."""
+    # A key that starts in the part read is read whole; a key cut by the window's end is dropped.
+    window = limit * 4 + len(secret.encode())
+    text = scrub(body[:window].decode("utf-8", "replace"), secret)
+    if secret and len(body) > window:
+        text = text[: -len(secret)]
     text = _SPACES.sub(" ", _TAGS.sub(" ", text)).strip()
     return text[:limit] or "empty body"
 
@@ -284,8 +295,35 @@ def _snippet(body: bytes, limit: int = 160) -> str:
 
 
 def scrub(text: str, secret: str) -> str:
-    """``text`` with ``secret`` (the API key, should a gateway echo it) replaced by ``***``."""
+    """
+    ``text`` with ``secret`` (the API key, should a gateway echo it) replaced by ``***``.
+
+    Scrub first, cut after: a key across the cut would otherwise leave its first characters.
+    """
     return text.replace(secret, "***") if secret and secret in text else text
+
+
+def scrubbed(value: Any, secret: str) -> Any:
+    """Parsed JSON with ``secret`` scrubbed from every string, keys included; ``value`` itself when it has none."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***") if secret in value else value
+    if isinstance(value, dict):
+        for index, (key, item) in enumerate(value.items()):
+            new_key, new_item = scrubbed(key, secret), scrubbed(item, secret)
+            if new_key is not key or new_item is not item:  # copied from the first change on
+                rest = list(value.items())[index + 1 :]
+                head = dict(list(value.items())[:index])
+                return {**head, new_key: new_item, **{scrubbed(k, secret): scrubbed(v, secret) for k, v in rest}}
+        return value
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            new_item = scrubbed(item, secret)
+            if new_item is not item:
+                return [*value[:index], new_item, *(scrubbed(rest, secret) for rest in value[index + 1 :])]
+        return value
+    return value
 
 
 # --- Transport failures -----------------------------------------------------------------

@@ -19,6 +19,8 @@ and ``log_line`` (a ``logs`` field of that many characters in lines that long);
 closes); ``drip`` (``"status"``, ``"headers"`` or ``"body"``: sent one byte per
 ``drip_interval`` from there on, for at most ``drip_for`` seconds, then the connection
 closes); ``echo_key`` (a 401 whose body repeats the request's ``Authorization`` header);
+``echo_key_in`` (a list of ``error``, ``logs``, ``input``: those fields of the prediction repeat
+the request's key);
 ``retry_after_digits`` (a 429 whose body holds a ``retry_after`` of that many digits);
 ``raw`` (the body as given).
 
@@ -262,6 +264,13 @@ class Gateway:
             body = prediction_body({"detail": "hostile error"}, pad_bytes=int(spec.get("pad_bytes", 0)))
         else:
             fields = {**default, **spec.get("fields", {})}
+            key = headers.get("authorization", "").split(" ")[-1]
+            echoed = {
+                "error": f"upstream rejected token {key} (Bearer {key})",
+                "logs": f"using key {key}\nstep 1\nauth failed for {key}\n",
+                "input": {"prompt": "a fox", "api_key": key},
+            }
+            fields.update({name: echoed[name] for name in spec.get("echo_key_in", ())})
             body = prediction_body(
                 fields,
                 pad_bytes=int(spec.get("pad_bytes", 0)),

@@ -42,12 +42,14 @@ from airflow_provider_cometapi.exceptions import (
     CometAPIError,
     CometAPITimeoutError,
     OutputExpiredError,
+    PredictionFailedError,
     PredictionTimeoutError,
     RateLimitedError,
     ServerError,
 )
 from airflow_provider_cometapi.hooks import cometapi as hook_module
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.models import Prediction
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.retry import RetryPolicy
@@ -238,6 +240,13 @@ ROWS = [
         message="401",
     ),
     WaitRow(
+        # The hook answers the prediction (it failed): its error, logs and input are checked for the key.
+        "a failed prediction whose error, logs and input echo the key",
+        get={"fields": {"status": "failed"}, "echo_key_in": ["error", "logs", "input"]},
+        error=PredictionFailedError,
+        message="upstream rejected token ***",
+    ),
+    WaitRow(
         "a 429 with a retry_after of 400 digits",
         get={"retry_after_digits": 400},
         error=RateLimitedError,
@@ -317,29 +326,26 @@ PLACES: dict[str, Callable[[WaitRow, list[dict[str, Any]]], dict[str, Any]]] = {
 CASES = [(row, place) for row in ROWS for place in row.places]
 
 
-def hook_error_of(row: WaitRow, place: str, prediction_id: str) -> BaseException | None:
-    """What the hook itself raises for the row's answer, sync on the worker and async in the triggerer."""
+def hook_error_of(row: WaitRow, place: str, prediction_id: str) -> BaseException | Prediction | None:
+    """What the hook itself raises (or answers) for the row's answer, sync on the worker and async in the triggerer."""
     deadline = time.time() + 1.0
     if place == "worker":
         hook = CometAPIHook()
         try:
             if row.create:
-                hook.create_prediction(SCHNELL, {"prompt": "x"})
-            else:
-                hook.get_prediction(prediction_id, deadline=deadline)
+                return hook.create_prediction(SCHNELL, {"prompt": "x"})
+            return hook.get_prediction(prediction_id, deadline=deadline)
         except Exception as error:
             return error
         finally:
             hook.close()
-        return None
 
-    async def call() -> BaseException | None:
+    async def call() -> BaseException | Prediction | None:
         async with CometAPIHook() as hook:
             try:
-                await hook.aget_prediction(prediction_id, deadline=deadline)
+                return await hook.aget_prediction(prediction_id, deadline=deadline)
             except Exception as error:
                 return error
-        return None
 
     return asyncio.run(asyncio.wait_for(call(), 10))
 
@@ -392,6 +398,10 @@ def test_hostile_answer(
 
     if row.outcome != "capped":
         error = hook_error_of(row, place, "hostile00001")
+        if row.error is PredictionFailedError:  # not an error of the hook: the prediction it answers
+            assert isinstance(error, Prediction) and error.status == "failed", f"the hook answered {error!r}"
+            assert_no_secret(json.dumps(error.to_dict()), json.dumps(dict(error.raw)), error.logs, error.error or "")
+            return
         expected = row.hook_error or row.error
         assert isinstance(error, expected), f"the hook raised {error!r}, expected {expected.__name__}"
         assert_no_secret(*error_texts(error))
