@@ -744,3 +744,65 @@ def test_memory_measure_sees_a_big_allocation() -> None:
         block[::4096] = b"x" * math.ceil(len(block) / 4096)
         del block
     assert memory.growth_mib > 80
+
+
+# --- A gateway whose accept queue is full: the connect itself hangs ------------------------------
+
+
+@pytest.fixture
+def full_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A base URL whose listener never accepts and whose accept queue is full: a connect to it hangs."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued: list[socket.socket] = []
+    try:
+        while True:  # fill the queue: the first connect that does not complete finds it full
+            client = socket.socket()
+            client.settimeout(0.2)
+            queued.append(client)
+            try:
+                client.connect(("127.0.0.1", port))
+            except OSError:
+                break
+            if len(queued) > 64:
+                pytest.skip("the kernel kept accepting connections into the queue")
+        base_url = f"http://127.0.0.1:{port}"
+        set_connection(
+            monkeypatch,
+            {"conn_type": "cometapi", "host": base_url, "password": KEY, "extra": {"max_retries": 1}},
+        )
+        yield base_url
+    finally:
+        for client in queued:
+            client.close()
+        listener.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("place", ["worker", "triggerer"])
+def test_a_hung_connect_does_not_outlive_the_deadline(full_listener: str, place: str) -> None:
+    """The default connect timeout is 10 s; the wait's deadline, 1 s away, ends the call."""
+    deadline = time.time() + 1.0
+    started = time.monotonic()
+    if place == "worker":
+        hook = CometAPIHook()
+        try:
+            with pytest.raises(CometAPITimeoutError) as info:
+                hook.get_prediction("hostile00001", deadline=deadline)
+        finally:
+            hook.close()
+    else:
+
+        async def poll() -> None:
+            async with CometAPIHook() as hook:
+                await hook.aget_prediction("hostile00001", deadline=deadline)
+
+        with pytest.raises(CometAPITimeoutError) as info:
+            asyncio.run(asyncio.wait_for(poll(), 30))
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"a hung connect held the call {elapsed:.1f}s past a 1 s deadline"
+    assert_no_secret(*error_texts(info.value))
