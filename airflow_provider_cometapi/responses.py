@@ -389,12 +389,10 @@ def requests_failure(
     if timed_out_after is not None:
         return timeout_failure(request, settings, timed_out_after)
     if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.InvalidURL):
-        # A redirect to file://, ftp:// or garbage: never fetched, and no retry would change it.
-        return UnsupportedOutputURLError(
-            f"{request.describe()} was redirected to a URL that is not http(s); the provider does not fetch it. "
-            "This is a gateway fault: report it to CometAPI.",
-            scheme="",
-        )
+        # A redirect to file://, ftp:// or garbage (the URLs asked for are checked before): requests
+        # names the redirect's target only in its message ("No connection adapters were found for '...'").
+        quoted = _QUOTED.search(str(exc))
+        return redirect_refused(request, quoted["url"] if quoted else "")
     if isinstance(exc, requests.ConnectTimeout):
         return connection_failure(request, settings, "connect timeout", request_sent=False)
     if isinstance(exc, requests.Timeout) or _read_timeout_in(exc):
@@ -403,6 +401,27 @@ def requests_failure(
     if refused is not None:
         return connection_failure(request, settings, refused, request_sent=False)
     return connection_failure(request, settings, f"{type(exc).__name__}: {exc}", request_sent=True)
+
+
+_QUOTED = re.compile(r"""(['"])(?P<url>[^'"]*)\1""")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
+
+
+def redirect_refused(request: ApiRequest, target: str) -> UnsupportedOutputURLError:
+    """
+    ``request`` was redirected to ``target``, which is not an http(s) URL with a host (``file://``,
+    ``ftp://``...): it is not followed, and, the answer being the gateway's or file host's choice,
+    not retried either.
+    """
+    scheme = target.split(":", 1)[0].lower() if ":" in target else ""
+    scheme = scheme if _SCHEME.fullmatch(scheme) else ""
+    what = f"The output {request.subject}" if request.operation is Operation.DOWNLOAD else request.describe()
+    where = f"{redact_url(target)!r} (scheme {scheme or 'none'!r})" if target else "a URL that is not http(s)"
+    return UnsupportedOutputURLError(
+        f"{what} was redirected to {where}; the provider follows redirects only to http(s) URLs with a host, "
+        "and does not fetch it. This is a gateway fault: report it to CometAPI.",
+        scheme=scheme,
+    )
 
 
 def _read_timeout_in(exc: BaseException) -> bool:
@@ -422,6 +441,8 @@ def aiohttp_failure(
     """The error for a failed ``aiohttp`` call; ``total`` is the attempt's whole deadline."""
     import aiohttp
 
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError):
+        return redirect_refused(request, str(exc.args[0]) if exc.args else "")  # the target, in both
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return connection_failure(request, settings, exc, request_sent=False)
     if isinstance(exc, aiohttp.SocketTimeoutError):

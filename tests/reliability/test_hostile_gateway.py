@@ -186,6 +186,7 @@ class WaitRow:
     deadline: float = 8.0  # wall seconds the row may take
     memory_mib: float = 64.0  # peak memory growth allowed
     hook_error: type[CometAPIError] | None = None  # the class the hook raises itself (default: error)
+    gets: int | None = None  # the polls the gateway must see (a failure that cannot change: one)
 
 
 HUGE = 100 * MIB
@@ -245,6 +246,27 @@ ROWS = [
         get={"fields": {"status": "failed"}, "echo_key_in": ["error", "logs", "input"]},
         error=PredictionFailedError,
         message="upstream rejected token ***",
+    ),
+    WaitRow(
+        "a poll redirected to file:///etc/passwd",
+        get={"location": "file:///etc/passwd?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="scheme 'file'",
+        gets=1,
+    ),
+    WaitRow(
+        "a poll redirected to ftp://",
+        get={"location": "ftp://127.0.0.1/replicate/v1/predictions/x?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="scheme 'ftp'",
+        gets=1,
+    ),
+    WaitRow(
+        "the create redirected to file:///etc/passwd",
+        create={"location": "file:///etc/passwd"},
+        error=UnsupportedOutputURLError,
+        message="scheme 'file'",
+        places=("worker",),
     ),
     WaitRow(
         "a 429 with a retry_after of 400 digits",
@@ -394,6 +416,8 @@ def test_hostile_answer(
     assert elapsed < row.deadline, f"{row.name}: took {elapsed:.1f}s, deadline {row.deadline}s"
     assert memory.growth_mib < row.memory_mib, f"{row.name}: peak memory grew {memory.growth_mib:.0f} MiB"
     assert stats["creates"] == 1, "a hostile answer must never lead to a second prediction"
+    if row.gets is not None:
+        assert stats["gets"] == row.gets, f"polled {stats['gets']} times: a failure that cannot change is not retried"
     assert not any(".." in path or "evil" in path for path in stats["paths"]), "a hostile id was used in a request"
 
     if row.outcome != "capped":
@@ -423,6 +447,7 @@ class StoreRow:
     memory_mib: float = 64.0
     no_retries: bool = False  # fails at once: no "Retrying" in the log, the file host never asked
     env: dict[str, str] = field(default_factory=dict)  # environment of the worker ({base} filled in)
+    fetched_once: bool = False  # fails at the first answer of the file host: fetched once, no "Retrying"
 
 
 PREDICTION = "hostile-store-1"
@@ -506,6 +531,22 @@ STORE_ROWS = [
         error=UnsupportedOutputURLError,
         message=("ftp",),
         no_retries=True,
+    ),
+    StoreRow(
+        "an output redirected to file:///etc/passwd",
+        output("{base}/files/moved.png?" + SIGNED_QUERY),
+        {"moved.png": {"location": "file:///etc/passwd?" + SIGNED_QUERY}},
+        error=UnsupportedOutputURLError,
+        message=("moved.png", "scheme 'file'"),
+        fetched_once=True,
+    ),
+    StoreRow(
+        "an output redirected to ftp://",
+        output("{base}/files/moved.png"),
+        {"moved.png": {"location": "ftp://127.0.0.1/outputs/image.png?" + SIGNED_QUERY}},
+        error=UnsupportedOutputURLError,
+        message=("moved.png", "scheme 'ftp'"),
+        fetched_once=True,
     ),
     StoreRow(
         "an endless output (signed URL)",
@@ -667,6 +708,11 @@ def test_hostile_output(
     if row.no_retries:
         assert "Retrying" not in logged, "a failure that cannot change must not be retried"
         assert not stats["files"], "nothing fetched from the file host"
+    if row.fetched_once:
+        assert "Retrying" not in logged, "a failure that cannot change must not be retried"
+        assert sum(stats["files"].values()) == 1, f"the file host was asked {stats['files']}"
+    if isinstance(raised, UnsupportedOutputURLError):
+        assert raised.scheme in str(raised) and raised.scheme in ("file", "ftp"), raised.scheme
     expected = {name.format(id=PREDICTION) for name in row.stored}
     found = {path.name for path in destination.iterdir()} if destination.exists() else set()
     assert found == expected, "only complete files at their final paths; no temporary file left"

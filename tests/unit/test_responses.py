@@ -302,3 +302,26 @@ def test_a_read_timeout_while_the_body_streams_is_a_timeout():
     broken = requests.ConnectionError(ProtocolError("Connection broken: IncompleteRead"))
     error = requests_failure(broken, GET, settings, timed_out_after=None)
     assert isinstance(error, CometAPIConnectionError) and error.request_sent
+
+
+def test_a_redirect_to_another_scheme_names_it_without_the_query_and_is_not_transient():
+    import aiohttp
+    import requests
+    from yarl import URL
+
+    from airflow_provider_cometapi.responses import aiohttp_failure
+
+    settings = CometAPISettings(conn_id="my_conn", base_url="http://gateway.example")
+    found = requests.exceptions.InvalidSchema("No connection adapters were found for 'file:///etc/passwd?sig=abc'")
+    moved = aiohttp.NonHttpUrlRedirectClientError(URL("ftp://host/x.png?sig=abc"))
+    for error, scheme in (
+        (requests_failure(found, GET, settings, timed_out_after=None), "file"),
+        (aiohttp_failure(moved, GET, settings, total=5.0), "ftp"),
+    ):
+        assert isinstance(error, UnsupportedOutputURLError) and not error.transient
+        assert error.scheme == scheme and f"scheme {scheme!r}" in str(error) and "sig=abc" not in str(error)
+    # Without a URL in the library's words (requests says so for a SOCKS proxy it cannot use): no scheme made up.
+    unnamed = requests_failure(
+        requests.exceptions.InvalidSchema("Missing dependencies"), GET, settings, timed_out_after=None
+    )
+    assert isinstance(unnamed, UnsupportedOutputURLError) and unnamed.scheme == ""
