@@ -18,7 +18,8 @@ and ``log_line`` (a ``logs`` field of that many characters in lines that long);
 ``announce`` (send ``Content-Length``, default true; else the body ends when the connection
 closes); ``drip`` (``"status"``, ``"headers"`` or ``"body"``: sent one byte per
 ``drip_interval`` from there on, for at most ``drip_for`` seconds, then the connection
-closes); ``echo_key`` (a 401 whose body repeats the request's ``Authorization`` header);
+closes); ``echo_key`` (a 401 whose body repeats the request's ``Authorization`` header, after
+``echo_pad`` characters);
 ``echo_key_in`` (a list of ``error``, ``logs``, ``input``: those fields of the prediction repeat
 the request's key);
 ``retry_after_digits`` (a 429 whose body holds a ``retry_after`` of that many digits);
@@ -258,7 +259,9 @@ class Gateway:
         elif spec.get("echo_key"):
             status = 401
             echoed = headers.get("authorization", "")
-            body = Body.of(json.dumps({"detail": f"Invalid token: {echoed} (token {echoed.split(' ')[-1]})"}).encode())
+            pad = "x" * int(spec.get("echo_pad", 0))
+            detail = f"{pad}Invalid token: {echoed} (token {echoed.split(' ')[-1]})"
+            body = Body.of(json.dumps({"detail": detail}).encode())
         elif spec.get("retry_after_digits"):
             status = 429
             digits = "9" * int(spec["retry_after_digits"])

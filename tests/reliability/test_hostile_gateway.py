@@ -75,7 +75,9 @@ SIGNED_QUERY = (
     f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={ACCESS_KEY}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
     f"&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-Signature={SIGNATURE}"
 )
-SECRETS = (KEY, ACCESS_KEY, SIGNATURE, "X-Amz-Signature", "X-Amz-Credential")
+USER_PASSWORD = "hunter2-userinfo"
+# The key's first characters too: a key cut across a message's limit must leave none of them.
+SECRETS = (KEY, KEY[:12], ACCESS_KEY, SIGNATURE, "X-Amz-Signature", "X-Amz-Credential", USER_PASSWORD)
 MIB = 1024 * 1024
 POLL_INTERVAL = 0.1
 RETRIES_PER_REQUEST = 1  # two attempts per request: hostile rows stay fast
@@ -237,6 +239,13 @@ ROWS = [
     WaitRow(
         "a 401 that echoes the key",
         get={"echo_key": True},
+        error=AuthenticationError,
+        message="401",
+    ),
+    WaitRow(
+        # "Invalid token: Bearer " is 22 characters: the key starts 12 characters before the detail's cut at 300.
+        "a 401 that echoes the key across the cut of its detail",
+        get={"echo_key": True, "echo_pad": 300 - 12 - 22},
         error=AuthenticationError,
         message="401",
     ),
@@ -626,6 +635,12 @@ STORE_ROWS = [
         message=("signed.png", "proxy"),
         # The hostile gateway as the proxy: it answers CONNECT with a 404.
         env={"HTTPS_PROXY": "{base}", "https_proxy": "{base}", "NO_PROXY": "", "no_proxy": ""},
+    ),
+    StoreRow(
+        "a signed URL with user info on a host that refuses connections",
+        output("http://reader:" + USER_PASSWORD + "@127.0.0.1:{closed_port}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png",),
     ),
     StoreRow(
         "a signed URL of another scheme",
