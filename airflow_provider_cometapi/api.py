@@ -9,6 +9,7 @@ api.replicate.com, not the gateway), and ``redact_url`` is how any URL appears i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +20,15 @@ from airflow_provider_cometapi.exceptions import InvalidInputError
 from airflow_provider_cometapi.models import ModelId, check_prediction_id
 from airflow_provider_cometapi.settings import DEFAULT_BASE_URL
 
-__all__ = ["DEFAULT_BASE_URL", "MAX_PREFER_WAIT", "ApiRequest", "Operation", "api_url", "redact_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_PREFER_WAIT",
+    "ApiRequest",
+    "Operation",
+    "api_url",
+    "redact_url",
+    "redact_urls",
+]
 
 MAX_PREFER_WAIT = 60
 
@@ -151,3 +160,13 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:300]
     except ValueError:
         return url.split("?", 1)[0].split("#", 1)[0][:300]
+
+
+# A URL with a scheme, or any word with a query or fragment, inside free text: a transport
+# library's error says "Max retries exceeded with url: /files/x.png?X-Amz-Signature=...".
+_URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+|[^\s'"<>?#]*[?#][^\s'"<>]+""")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` (an error of another library) with every URL in it shown as ``redact_url`` shows it."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)

@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from airflow_provider_cometapi.api import ApiRequest, Operation, redact_url
+from airflow_provider_cometapi.api import ApiRequest, Operation, redact_url, redact_urls
 from airflow_provider_cometapi.exceptions import (
     AuthenticationError,
     CometAPIConnectionError,
@@ -69,11 +69,17 @@ OUTPUT_SCHEMES = ("http", "https", "data")
 def read_response(
     request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes, *, conn_id: str, secret: str = ""
 ) -> Any:
-    """Return the answer's JSON, or raise the error the answer means."""
+    """
+    Return the answer's JSON, or raise the error the answer means.
+
+    Every string of the JSON has ``secret`` (the API key) replaced by ``***``: a gateway that
+    echoes the key in a prediction's ``error``, ``logs`` or ``input`` cannot put it into an
+    event, a log or an exception, nor into XCom.
+    """
     if not 200 <= status < 300:
-        payload, _ = _parse_json(body)
+        payload, _ = _parse_json(body, secret)
         raise error_for_status(request, status, headers, payload, body, conn_id=conn_id, secret=secret)
-    payload, parse_error = _parse_json(body)
+    payload, parse_error = _parse_json(body, secret)
     if parse_error is None:
         return payload
     advice = (
@@ -83,7 +89,7 @@ def read_response(
     )
     raise GatewayResponseError(
         f"CometAPI answered {request.describe()} with HTTP {status} but the body is not valid JSON "
-        f"({parse_error}; starts with {scrub(_snippet(body), secret)!r}). {advice}",
+        f"({parse_error}; starts with {_snippet(body, secret)!r}). {advice}",
         status_code=status,
     )
 
@@ -118,8 +124,8 @@ def error_for_status(
     secret: str = "",
 ) -> CometAPIError:
     """Map an HTTP error answer, in either error envelope or none, to the provider's error."""
-    # The gateway's own words are kept, shortened and without the key should it echo it.
-    detail = scrub((_error_detail(payload) or _snippet(body))[:_DETAIL_CHARS], secret)
+    # The gateway's own words are kept, without the key should it echo it, then shortened.
+    detail = scrub(_error_detail(payload) or _snippet(body, secret), secret)[:_DETAIL_CHARS]
     what = f"{request.describe()} failed with HTTP {status}: {detail}"
     if request.operation is Operation.DOWNLOAD and status in (401, 403, 404, 410):
         return OutputExpiredError(
@@ -237,11 +243,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _parse_json(body: bytes) -> tuple[Any, str | None]:
+def _parse_json(body: bytes, secret: str = "") -> tuple[Any, str | None]:
     if not body:
         return None, "empty body"
     try:
-        return json.loads(body), None
+        return scrubbed(json.loads(body), secret), None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return None, type(exc).__name__
 
@@ -264,7 +270,7 @@ def _invalid_fields(payload: Any, secret: str) -> list[dict[str, Any]]:
     if not isinstance(fields, list):
         return []
     return [
-        {key: scrub(str(value)[:_DETAIL_CHARS], secret) for key, value in field.items()}
+        {key: scrub(str(value), secret)[:_DETAIL_CHARS] for key, value in field.items()}
         for field in fields[:20]
         if isinstance(field, Mapping)
     ]
@@ -274,8 +280,13 @@ _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
 
 
-def _snippet(body: bytes, limit: int = 160) -> str:
-    text = body[: limit * 4].decode("utf-8", "replace")
+def _snippet(body: bytes, secret: str = "", limit: int = 160) -> str:
+    """The start of ``body`` as text, without tags, the key scrubbed before anything is cut."""
+    # A key that starts in the part read is read whole; a key cut by the window's end is dropped.
+    window = limit * 4 + len(secret.encode())
+    text = scrub(body[:window].decode("utf-8", "replace"), secret)
+    if secret and len(body) > window:
+        text = text[: -len(secret)]
     text = _SPACES.sub(" ", _TAGS.sub(" ", text)).strip()
     return text[:limit] or "empty body"
 
@@ -284,8 +295,35 @@ def _snippet(body: bytes, limit: int = 160) -> str:
 
 
 def scrub(text: str, secret: str) -> str:
-    """``text`` with ``secret`` (the API key, should a gateway echo it) replaced by ``***``."""
+    """
+    ``text`` with ``secret`` (the API key, should a gateway echo it) replaced by ``***``.
+
+    Scrub first, cut after: a key across the cut would otherwise leave its first characters.
+    """
     return text.replace(secret, "***") if secret and secret in text else text
+
+
+def scrubbed(value: Any, secret: str) -> Any:
+    """Parsed JSON with ``secret`` scrubbed from every string, keys included; ``value`` itself when it has none."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***") if secret in value else value
+    if isinstance(value, dict):
+        for index, (key, item) in enumerate(value.items()):
+            new_key, new_item = scrubbed(key, secret), scrubbed(item, secret)
+            if new_key is not key or new_item is not item:  # copied from the first change on
+                rest = list(value.items())[index + 1 :]
+                head = dict(list(value.items())[:index])
+                return {**head, new_key: new_item, **{scrubbed(k, secret): scrubbed(v, secret) for k, v in rest}}
+        return value
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            new_item = scrubbed(item, secret)
+            if new_item is not item:
+                return [*value[:index], new_item, *(scrubbed(rest, secret) for rest in value[index + 1 :])]
+        return value
+    return value
 
 
 # --- Transport failures -----------------------------------------------------------------
@@ -301,10 +339,17 @@ def connection_failure(
     )
     if request.operation is Operation.CREATE and request_sent:
         hint += " The prediction may have been created: it is not created again automatically."
-    where = f"the file host of {request.subject}" if request.operation is Operation.DOWNLOAD else settings.base_url
+    where = (
+        f"the file host of {request.subject}"
+        if request.operation is Operation.DOWNLOAD
+        else redact_url(settings.base_url)
+    )
+    # The library's words name the URL it tried (urllib3: "...with url: /files/x.png?X-Amz-Signature=..."):
+    # its query and user info are dropped, as the key is.
+    why = redact_urls(scrub(str(reason), settings.api_key))
     return CometAPIConnectionError(
         f"Could not reach {'CometAPI at ' if request.operation is not Operation.DOWNLOAD else ''}{where} "
-        f"({request.describe()}): {scrub(str(reason), settings.api_key)}. {hint}",
+        f"({request.describe()}): {why}. {hint}",
         request_sent=request_sent,
     )
 
@@ -317,7 +362,7 @@ def timeout_failure(request: ApiRequest, settings: CometAPISettings, seconds: fl
         )
     else:
         message = (
-            f"CometAPI at {settings.base_url} did not answer {request.describe()} within {seconds:.3g}s. "
+            f"CometAPI at {redact_url(settings.base_url)} did not answer {request.describe()} within {seconds:.3g}s. "
             "Raise the connection's 'timeout' extra if the gateway is slow."
         )
     if request.operation is Operation.CREATE:
@@ -344,12 +389,10 @@ def requests_failure(
     if timed_out_after is not None:
         return timeout_failure(request, settings, timed_out_after)
     if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.InvalidURL):
-        # A redirect to file://, ftp:// or garbage: never fetched, and no retry would change it.
-        return UnsupportedOutputURLError(
-            f"{request.describe()} was redirected to a URL that is not http(s); the provider does not fetch it. "
-            "This is a gateway fault: report it to CometAPI.",
-            scheme="",
-        )
+        # A redirect to file://, ftp:// or garbage (the URLs asked for are checked before): requests
+        # names the redirect's target only in its message ("No connection adapters were found for '...'").
+        quoted = _QUOTED.search(str(exc))
+        return redirect_refused(request, quoted["url"] if quoted else "")
     if isinstance(exc, requests.ConnectTimeout):
         return connection_failure(request, settings, "connect timeout", request_sent=False)
     if isinstance(exc, requests.Timeout) or _read_timeout_in(exc):
@@ -358,6 +401,27 @@ def requests_failure(
     if refused is not None:
         return connection_failure(request, settings, refused, request_sent=False)
     return connection_failure(request, settings, f"{type(exc).__name__}: {exc}", request_sent=True)
+
+
+_QUOTED = re.compile(r"""(['"])(?P<url>[^'"]*)\1""")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
+
+
+def redirect_refused(request: ApiRequest, target: str) -> UnsupportedOutputURLError:
+    """
+    ``request`` was redirected to ``target``, which is not an http(s) URL with a host (``file://``,
+    ``ftp://``...): it is not followed, and, the answer being the gateway's or file host's choice,
+    not retried either.
+    """
+    scheme = target.split(":", 1)[0].lower() if ":" in target else ""
+    scheme = scheme if _SCHEME.fullmatch(scheme) else ""
+    what = f"The output {request.subject}" if request.operation is Operation.DOWNLOAD else request.describe()
+    where = f"{redact_url(target)!r} (scheme {scheme or 'none'!r})" if target else "a URL that is not http(s)"
+    return UnsupportedOutputURLError(
+        f"{what} was redirected to {where}; the provider follows redirects only to http(s) URLs with a host, "
+        "and does not fetch it. This is a gateway fault: report it to CometAPI.",
+        scheme=scheme,
+    )
 
 
 def _read_timeout_in(exc: BaseException) -> bool:
@@ -377,6 +441,8 @@ def aiohttp_failure(
     """The error for a failed ``aiohttp`` call; ``total`` is the attempt's whole deadline."""
     import aiohttp
 
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError):
+        return redirect_refused(request, str(exc.args[0]) if exc.args else "")  # the target, in both
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return connection_failure(request, settings, exc, request_sent=False)
     if isinstance(exc, aiohttp.SocketTimeoutError):

@@ -197,7 +197,7 @@ class CometAPIHook(BaseHook):
 
         def attempt() -> Any:
             seconds = _attempt_seconds(settings.attempt_timeout_for(request), deadline, request)
-            timeout = (settings.connect_timeout, min(seconds, settings.read_timeout_for(request)))
+            timeout = _timeouts(settings, seconds, settings.read_timeout_for(request))
             with Deadline(seconds) as watch:
                 try:
                     with session.request(
@@ -207,7 +207,7 @@ class CometAPIHook(BaseHook):
                         body, more = read_blocking(response, limit)
                 except requests.RequestException as exc:
                     raise requests_failure(
-                        exc, request, settings, timed_out_after=seconds if watch.expired else None
+                        exc, request, settings, timed_out_after=_cut_after(exc, watch, timeout, settings)
                     ) from None
             if watch.expired:  # cut short: what arrived may look whole (an empty 200) but is not
                 raise timeout_failure(request, settings, seconds)
@@ -302,7 +302,7 @@ class CometAPIHook(BaseHook):
 
         def attempt() -> T:
             seconds = _attempt_seconds(settings.download_timeout, deadline, request)
-            timeout = (settings.connect_timeout, min(seconds, settings.read_timeout))
+            timeout = _timeouts(settings, seconds, settings.read_timeout)
             with Deadline(seconds) as watch:
                 try:
                     with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
@@ -331,7 +331,7 @@ class CometAPIHook(BaseHook):
                         )
                 except requests.RequestException as exc:
                     raise requests_failure(
-                        exc, request, settings, timed_out_after=seconds if watch.expired else None
+                        exc, request, settings, timed_out_after=_cut_after(exc, watch, timeout, settings)
                     ) from None
 
         return self.retry_policy.call(request, self._logger, attempt, deadline=deadline)
@@ -473,6 +473,24 @@ def _until_cut(
         yield chunk
     if watch.expired:
         raise timeout_failure(request, settings, watch.seconds)
+
+
+def _timeouts(settings: CometAPISettings, seconds: float, read: float) -> tuple[float, float]:
+    """
+    ``requests``' (connect, read) timeouts for a blocking attempt of ``seconds`` in all.
+
+    ``Deadline`` watches a socket only once it is connected: a connect that hangs (a full
+    accept queue) is held to the attempt's time by its own timeout, cut to it.
+    """
+    return min(settings.connect_timeout, seconds), min(seconds, read)
+
+
+def _cut_after(
+    exc: BaseException, watch: Deadline, timeout: tuple[float, float], settings: CometAPISettings
+) -> float | None:
+    """The attempt's seconds if its deadline cut the call (the watchdog, or a connect timeout cut to it)."""
+    connect_cut = timeout[0] < settings.connect_timeout and isinstance(exc, requests.ConnectTimeout)
+    return watch.seconds if watch.expired or connect_cut else None
 
 
 def _attempt_seconds(limit: float, deadline: float | None, request: ApiRequest) -> float:

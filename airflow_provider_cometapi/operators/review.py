@@ -152,9 +152,12 @@ class ReviewOutputsOperator(HITLOperator):
         stored = context["ti"].xcom_pull(task_ids=self.outputs_of, map_indexes=self.outputs_map_index)
         found = candidates(stored)
         if not found:
-            raise ValueError(
-                f"Task {self.outputs_of!r} stored no image to review (its result: {str(stored)[:200]}). Review "
-                "the result of a SavePredictionOutputsOperator that ran in this DAG run."
+            from airflow_provider_cometapi.exceptions import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"Task {self.outputs_of!r} stored no image to review (its result: {str(stored)[:200]}), so there is "
+                "nothing to choose from. Set outputs_of to the task_id of a SavePredictionOutputsOperator upstream of "
+                "this task in the same DAG run (with outputs_map_index for one map index of a mapped one)."
             )
         self.options = [candidate.label for candidate in found] + [REJECT_ALL]
         return found
@@ -216,7 +219,13 @@ def publish_outputs(uris: Iterable[str], destination: Any) -> list[str]:
     for uri in uris:
         record = stored_file(uri, TaskRef("publish"))
         if record is None or record.is_sidecar:
-            raise ValueError(f"{str(uri)[:200]!r} is not a stored output; only outputs are published")
+            from airflow_provider_cometapi.exceptions import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"{str(uri)[:200]!r} is not a stored output (<prediction_id>_<n>.<ext>, as written by "
+                "SavePredictionOutputsOperator), so it is not published. Pass the 'chosen' list of the review "
+                "task's result, or URIs from a storage task's result."
+            )
         with ObjectStoragePath(uri if "://" in uri else f"file://{uri}").open("rb") as source:
             target = store_file(directory, record.name, iter(lambda: source.read(1024 * 1024), b""))
         published.append(str(target))

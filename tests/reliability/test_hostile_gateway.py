@@ -42,12 +42,14 @@ from airflow_provider_cometapi.exceptions import (
     CometAPIError,
     CometAPITimeoutError,
     OutputExpiredError,
+    PredictionFailedError,
     PredictionTimeoutError,
     RateLimitedError,
     ServerError,
 )
 from airflow_provider_cometapi.hooks import cometapi as hook_module
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
+from airflow_provider_cometapi.models import Prediction
 from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 from airflow_provider_cometapi.retry import RetryPolicy
@@ -73,7 +75,9 @@ SIGNED_QUERY = (
     f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={ACCESS_KEY}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
     f"&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-Signature={SIGNATURE}"
 )
-SECRETS = (KEY, ACCESS_KEY, SIGNATURE, "X-Amz-Signature", "X-Amz-Credential")
+USER_PASSWORD = "hunter2-userinfo"
+# The key's first characters too: a key cut across a message's limit must leave none of them.
+SECRETS = (KEY, KEY[:12], ACCESS_KEY, SIGNATURE, "X-Amz-Signature", "X-Amz-Credential", USER_PASSWORD)
 MIB = 1024 * 1024
 POLL_INTERVAL = 0.1
 RETRIES_PER_REQUEST = 1  # two attempts per request: hostile rows stay fast
@@ -184,6 +188,7 @@ class WaitRow:
     deadline: float = 8.0  # wall seconds the row may take
     memory_mib: float = 64.0  # peak memory growth allowed
     hook_error: type[CometAPIError] | None = None  # the class the hook raises itself (default: error)
+    gets: int | None = None  # the polls the gateway must see (a failure that cannot change: one)
 
 
 HUGE = 100 * MIB
@@ -236,6 +241,41 @@ ROWS = [
         get={"echo_key": True},
         error=AuthenticationError,
         message="401",
+    ),
+    WaitRow(
+        # "Invalid token: Bearer " is 22 characters: the key starts 12 characters before the detail's cut at 300.
+        "a 401 that echoes the key across the cut of its detail",
+        get={"echo_key": True, "echo_pad": 300 - 12 - 22},
+        error=AuthenticationError,
+        message="401",
+    ),
+    WaitRow(
+        # The hook answers the prediction (it failed): its error, logs and input are checked for the key.
+        "a failed prediction whose error, logs and input echo the key",
+        get={"fields": {"status": "failed"}, "echo_key_in": ["error", "logs", "input"]},
+        error=PredictionFailedError,
+        message="upstream rejected token ***",
+    ),
+    WaitRow(
+        "a poll redirected to file:///etc/passwd",
+        get={"location": "file:///etc/passwd?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="scheme 'file'",
+        gets=1,
+    ),
+    WaitRow(
+        "a poll redirected to ftp://",
+        get={"location": "ftp://127.0.0.1/replicate/v1/predictions/x?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="scheme 'ftp'",
+        gets=1,
+    ),
+    WaitRow(
+        "the create redirected to file:///etc/passwd",
+        create={"location": "file:///etc/passwd"},
+        error=UnsupportedOutputURLError,
+        message="scheme 'file'",
+        places=("worker",),
     ),
     WaitRow(
         "a 429 with a retry_after of 400 digits",
@@ -317,29 +357,26 @@ PLACES: dict[str, Callable[[WaitRow, list[dict[str, Any]]], dict[str, Any]]] = {
 CASES = [(row, place) for row in ROWS for place in row.places]
 
 
-def hook_error_of(row: WaitRow, place: str, prediction_id: str) -> BaseException | None:
-    """What the hook itself raises for the row's answer, sync on the worker and async in the triggerer."""
+def hook_error_of(row: WaitRow, place: str, prediction_id: str) -> BaseException | Prediction | None:
+    """What the hook itself raises (or answers) for the row's answer, sync on the worker and async in the triggerer."""
     deadline = time.time() + 1.0
     if place == "worker":
         hook = CometAPIHook()
         try:
             if row.create:
-                hook.create_prediction(SCHNELL, {"prompt": "x"})
-            else:
-                hook.get_prediction(prediction_id, deadline=deadline)
+                return hook.create_prediction(SCHNELL, {"prompt": "x"})
+            return hook.get_prediction(prediction_id, deadline=deadline)
         except Exception as error:
             return error
         finally:
             hook.close()
-        return None
 
-    async def call() -> BaseException | None:
+    async def call() -> BaseException | Prediction | None:
         async with CometAPIHook() as hook:
             try:
-                await hook.aget_prediction(prediction_id, deadline=deadline)
+                return await hook.aget_prediction(prediction_id, deadline=deadline)
             except Exception as error:
                 return error
-        return None
 
     return asyncio.run(asyncio.wait_for(call(), 10))
 
@@ -388,10 +425,16 @@ def test_hostile_answer(
     assert elapsed < row.deadline, f"{row.name}: took {elapsed:.1f}s, deadline {row.deadline}s"
     assert memory.growth_mib < row.memory_mib, f"{row.name}: peak memory grew {memory.growth_mib:.0f} MiB"
     assert stats["creates"] == 1, "a hostile answer must never lead to a second prediction"
+    if row.gets is not None:
+        assert stats["gets"] == row.gets, f"polled {stats['gets']} times: a failure that cannot change is not retried"
     assert not any(".." in path or "evil" in path for path in stats["paths"]), "a hostile id was used in a request"
 
     if row.outcome != "capped":
         error = hook_error_of(row, place, "hostile00001")
+        if row.error is PredictionFailedError:  # not an error of the hook: the prediction it answers
+            assert isinstance(error, Prediction) and error.status == "failed", f"the hook answered {error!r}"
+            assert_no_secret(json.dumps(error.to_dict()), json.dumps(dict(error.raw)), error.logs, error.error or "")
+            return
         expected = row.hook_error or row.error
         assert isinstance(error, expected), f"the hook raised {error!r}, expected {expected.__name__}"
         assert_no_secret(*error_texts(error))
@@ -412,6 +455,8 @@ class StoreRow:
     deadline: float = 6.0
     memory_mib: float = 64.0
     no_retries: bool = False  # fails at once: no "Retrying" in the log, the file host never asked
+    env: dict[str, str] = field(default_factory=dict)  # environment of the worker ({base} filled in)
+    fetched_once: bool = False  # fails at the first answer of the file host: fetched once, no "Retrying"
 
 
 PREDICTION = "hostile-store-1"
@@ -497,6 +542,22 @@ STORE_ROWS = [
         no_retries=True,
     ),
     StoreRow(
+        "an output redirected to file:///etc/passwd",
+        output("{base}/files/moved.png?" + SIGNED_QUERY),
+        {"moved.png": {"location": "file:///etc/passwd?" + SIGNED_QUERY}},
+        error=UnsupportedOutputURLError,
+        message=("moved.png", "scheme 'file'"),
+        fetched_once=True,
+    ),
+    StoreRow(
+        "an output redirected to ftp://",
+        output("{base}/files/moved.png"),
+        {"moved.png": {"location": "ftp://127.0.0.1/outputs/image.png?" + SIGNED_QUERY}},
+        error=UnsupportedOutputURLError,
+        message=("moved.png", "scheme 'ftp'"),
+        fetched_once=True,
+    ),
+    StoreRow(
         "an endless output (signed URL)",
         output("{base}/files/endless.png?" + SIGNED_QUERY),
         {"endless.png": {"endless": True, "announce": False}},
@@ -561,6 +622,27 @@ STORE_ROWS = [
         message=("signed.png",),
     ),
     StoreRow(
+        # urllib3's error names the URL it tried, query and all ("Max retries exceeded with url: ...").
+        "a signed https URL on a plain-http port (TLS fails)",
+        output("{tls}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png", "SSL"),
+    ),
+    StoreRow(
+        "a signed https URL through a proxy that refuses the tunnel",
+        output("https://127.0.0.1:{closed_port}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png", "proxy"),
+        # The hostile gateway as the proxy: it answers CONNECT with a 404.
+        env={"HTTPS_PROXY": "{base}", "https_proxy": "{base}", "NO_PROXY": "", "no_proxy": ""},
+    ),
+    StoreRow(
+        "a signed URL with user info on a host that refuses connections",
+        output("http://reader:" + USER_PASSWORD + "@127.0.0.1:{closed_port}/files/signed.png?" + SIGNED_QUERY),
+        error=CometAPIConnectionError,
+        message=("signed.png",),
+    ),
+    StoreRow(
         "a signed URL of another scheme",
         output("ftp://127.0.0.1/files/signed.png?" + SIGNED_QUERY),
         error=UnsupportedOutputURLError,
@@ -599,7 +681,16 @@ def test_hostile_output(
     capfd,
 ) -> None:
     connect(monkeypatch, gateway, **row.extra)
-    places = {"base": gateway.base_url, "closed": f"http://127.0.0.1:{closed_port()}", "tmp": str(tmp_path)}
+    port = closed_port()
+    places = {
+        "base": gateway.base_url,
+        "tls": f"https://127.0.0.1:{gateway.port}",  # TLS to a port that speaks plain HTTP
+        "closed": f"http://127.0.0.1:{port}",
+        "closed_port": str(port),
+        "tmp": str(tmp_path),
+    }
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, substituted(value, places))
     gateway.play({"get": substituted(row.get, places), "files": row.files})
     destination = tmp_path / "airflow" / "images"
     for folder in (tmp_path / "dags", tmp_path / "outside"):  # where a traversal would land
@@ -632,6 +723,11 @@ def test_hostile_output(
     if row.no_retries:
         assert "Retrying" not in logged, "a failure that cannot change must not be retried"
         assert not stats["files"], "nothing fetched from the file host"
+    if row.fetched_once:
+        assert "Retrying" not in logged, "a failure that cannot change must not be retried"
+        assert sum(stats["files"].values()) == 1, f"the file host was asked {stats['files']}"
+    if isinstance(raised, UnsupportedOutputURLError):
+        assert raised.scheme in str(raised) and raised.scheme in ("file", "ftp"), raised.scheme
     expected = {name.format(id=PREDICTION) for name in row.stored}
     found = {path.name for path in destination.iterdir()} if destination.exists() else set()
     assert found == expected, "only complete files at their final paths; no temporary file left"
@@ -709,3 +805,65 @@ def test_memory_measure_sees_a_big_allocation() -> None:
         block[::4096] = b"x" * math.ceil(len(block) / 4096)
         del block
     assert memory.growth_mib > 80
+
+
+# --- A gateway whose accept queue is full: the connect itself hangs ------------------------------
+
+
+@pytest.fixture
+def full_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A base URL whose listener never accepts and whose accept queue is full: a connect to it hangs."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued: list[socket.socket] = []
+    try:
+        while True:  # fill the queue: the first connect that does not complete finds it full
+            client = socket.socket()
+            client.settimeout(0.2)
+            queued.append(client)
+            try:
+                client.connect(("127.0.0.1", port))
+            except OSError:
+                break
+            if len(queued) > 64:
+                pytest.skip("the kernel kept accepting connections into the queue")
+        base_url = f"http://127.0.0.1:{port}"
+        set_connection(
+            monkeypatch,
+            {"conn_type": "cometapi", "host": base_url, "password": KEY, "extra": {"max_retries": 1}},
+        )
+        yield base_url
+    finally:
+        for client in queued:
+            client.close()
+        listener.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("place", ["worker", "triggerer"])
+def test_a_hung_connect_does_not_outlive_the_deadline(full_listener: str, place: str) -> None:
+    """The default connect timeout is 10 s; the wait's deadline, 1 s away, ends the call."""
+    deadline = time.time() + 1.0
+    started = time.monotonic()
+    if place == "worker":
+        hook = CometAPIHook()
+        try:
+            with pytest.raises(CometAPITimeoutError) as info:
+                hook.get_prediction("hostile00001", deadline=deadline)
+        finally:
+            hook.close()
+    else:
+
+        async def poll() -> None:
+            async with CometAPIHook() as hook:
+                await hook.aget_prediction("hostile00001", deadline=deadline)
+
+        with pytest.raises(CometAPITimeoutError) as info:
+            asyncio.run(asyncio.wait_for(poll(), 30))
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"a hung connect held the call {elapsed:.1f}s past a 1 s deadline"
+    assert_no_secret(*error_texts(info.value))

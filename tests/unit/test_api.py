@@ -10,6 +10,7 @@ from airflow_provider_cometapi.api import (
     download_request,
     get_prediction_request,
     redact_url,
+    redact_urls,
     same_origin,
 )
 from airflow_provider_cometapi.exceptions import InvalidInputError
@@ -73,6 +74,28 @@ def test_api_url_joins_base_and_path(base, expected):
 def test_redact_url_drops_queries_credentials_and_inline_data(url, shown):
     assert redact_url(url) == shown
     assert redact_url(url) in download_request(url).describe() or url.startswith("/")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (  # urllib3's MaxRetryError for a TLS failure: the request path, query and all
+            "HTTPSConnectionPool(host='files.example', port=443): Max retries exceeded with url: "
+            "/a/out-0.png?X-Amz-Credential=AKIA&X-Amz-Signature=s3cr3t (Caused by SSLError('wrong version'))",
+            "HTTPSConnectionPool(host='files.example', port=443): Max retries exceeded with url: "
+            "/a/out-0.png (Caused by SSLError('wrong version'))",
+        ),
+        (  # through a proxy: the whole URL
+            "Max retries exceeded with url: https://user:pass@files.example/x.png?sig=s3cr3t (Caused by ProxyError())",
+            "Max retries exceeded with url: https://files.example/x.png (Caused by ProxyError())",
+        ),
+        ("InvalidURL: 'out-0.png?sig=s3cr3t'", "InvalidURL: 'out-0.png'"),
+        ("Cannot connect to host files.example:443 ssl:default [Connect call failed]", None),
+        ("Is the host up? It did not answer.", None),
+    ],
+)
+def test_redact_urls_drops_queries_and_credentials_inside_text(text, shown):
+    assert redact_urls(text) == (text if shown is None else shown)
 
 
 def test_same_origin_only_for_the_gateway_itself():

@@ -155,6 +155,56 @@ def test_an_echoed_key_is_scrubbed_from_every_message():
     assert scrub("x", "") == "x"
 
 
+# Where the key could be cut: the first characters of a key left by a cut are a leak too.
+PREFIX, SUFFIX = KEY[:6], KEY[-6:]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, {"detail": "x" * 290 + KEY}),  # across the 300 characters of a detail
+        (503, b"y" * 150 + KEY.encode()),  # across the 160 characters of a snippet
+        (503, b"<" + b"a" * 630 + b">" + KEY.encode()),  # across the bytes read for a snippet, after a tag
+        (503, b"<" + b"a" * 648 + b">" + KEY.encode() + b"tail"),  # across the end of what is read at all
+        (200, b"y" * 150 + KEY.encode()),  # a 200 that is not JSON
+    ],
+)
+def test_a_key_across_a_cut_leaves_no_prefix(status, body):
+    with pytest.raises(GatewayResponseError if status == 200 else ServerError) as info:
+        answer(GET, status, body)
+    assert PREFIX not in str(info.value) and PREFIX not in getattr(info.value, "detail", "")
+
+
+def test_a_key_across_the_cut_of_an_invalid_field_leaves_no_prefix():
+    with pytest.raises(InvalidInputError) as info:
+        answer(CREATE, 422, {"invalid_fields": [{"field": "input.x", "description": "d" * 290 + KEY}]})
+    assert PREFIX not in str(info.value) and PREFIX not in json.dumps(info.value.invalid_fields)
+
+
+def test_a_key_echoed_in_a_prediction_is_scrubbed_before_its_error_and_log_are_cut():
+    from airflow_provider_cometapi.models import _MAX_ERROR_CHARS, MAX_LOG_CHARS, Prediction
+
+    body = {
+        "id": "abc123",
+        "status": "failed",
+        "error": "e" * (_MAX_ERROR_CHARS - 4) + KEY,
+        "logs": KEY + "\n" + "l" * (MAX_LOG_CHARS - 8),  # the newest part kept begins inside the key
+        "input": {"prompt": f"use {KEY}", KEY: [KEY, 1]},
+    }
+    prediction = Prediction.from_api(answer(GET, 200, body))
+    assert PREFIX not in (prediction.error or "") and SUFFIX not in prediction.logs
+    assert prediction.to_dict()["input"] == {"prompt": "use ***", "***": ["***", 1]}
+    assert KEY not in json.dumps(prediction.to_dict()) and KEY not in json.dumps(dict(prediction.raw))
+
+
+def test_an_answer_without_the_key_is_returned_as_parsed():
+    from airflow_provider_cometapi.responses import scrubbed
+
+    value = {"id": "abc123", "input": {"prompt": "a fox"}, "output": ["https://x/y.png"], "n": 1.5}
+    assert scrubbed(value, KEY) is value
+    assert scrubbed(value, "") is value
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "expected"),
     [
@@ -252,3 +302,26 @@ def test_a_read_timeout_while_the_body_streams_is_a_timeout():
     broken = requests.ConnectionError(ProtocolError("Connection broken: IncompleteRead"))
     error = requests_failure(broken, GET, settings, timed_out_after=None)
     assert isinstance(error, CometAPIConnectionError) and error.request_sent
+
+
+def test_a_redirect_to_another_scheme_names_it_without_the_query_and_is_not_transient():
+    import aiohttp
+    import requests
+    from yarl import URL
+
+    from airflow_provider_cometapi.responses import aiohttp_failure
+
+    settings = CometAPISettings(conn_id="my_conn", base_url="http://gateway.example")
+    found = requests.exceptions.InvalidSchema("No connection adapters were found for 'file:///etc/passwd?sig=abc'")
+    moved = aiohttp.NonHttpUrlRedirectClientError(URL("ftp://host/x.png?sig=abc"))
+    for error, scheme in (
+        (requests_failure(found, GET, settings, timed_out_after=None), "file"),
+        (aiohttp_failure(moved, GET, settings, total=5.0), "ftp"),
+    ):
+        assert isinstance(error, UnsupportedOutputURLError) and not error.transient
+        assert error.scheme == scheme and f"scheme {scheme!r}" in str(error) and "sig=abc" not in str(error)
+    # Without a URL in the library's words (requests says so for a SOCKS proxy it cannot use): no scheme made up.
+    unnamed = requests_failure(
+        requests.exceptions.InvalidSchema("Missing dependencies"), GET, settings, timed_out_after=None
+    )
+    assert isinstance(unnamed, UnsupportedOutputURLError) and unnamed.scheme == ""
