@@ -247,7 +247,8 @@ def _parse_json(body: bytes, secret: str = "") -> tuple[Any, str | None]:
     if not body:
         return None, "empty body"
     try:
-        return scrubbed(json.loads(body), secret), None
+        payload = json.loads(body)
+        return (scrubbed(payload, secret) if _may_spell(body, secret) else payload), None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return None, type(exc).__name__
 
@@ -301,6 +302,19 @@ def scrub(text: str, secret: str) -> str:
     Scrub first, cut after: a key across the cut would otherwise leave its first characters.
     """
     return text.replace(secret, "***") if secret and secret in text else text
+
+
+def _may_spell(body: bytes, secret: str) -> bool:
+    """
+    Whether a JSON body can decode to a string holding ``secret``: its bytes are there, or an
+    escape could spell them (``\\uXXXX`` any character, ``\\/`` a slash). Otherwise the walk of
+    ``scrubbed`` is skipped: a poll's answer is the triggerer's hottest path.
+    """
+    if not secret:
+        return False
+    if not secret.isascii() or '"' in secret or "\\" in secret:
+        return True
+    return secret.encode() in body or b"\\u" in body or b"\\/" in body
 
 
 def scrubbed(value: Any, secret: str) -> Any:

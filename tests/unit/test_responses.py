@@ -205,6 +205,24 @@ def test_an_answer_without_the_key_is_returned_as_parsed():
     assert scrubbed(value, "") is value
 
 
+def test_a_key_spelled_with_json_escapes_is_scrubbed_too(monkeypatch):
+    from airflow_provider_cometapi import responses
+
+    escaped = "".join(f"\\u{ord(char):04x}" for char in KEY)  # the key, every character escaped
+    body = ('{"id": "abc123", "status": "failed", "error": "echo ' + escaped + '"}').encode()
+    payload = read_response(GET, 200, {}, body, conn_id="c", secret=KEY)
+    assert payload["error"] == "echo ***"
+
+    # An answer that cannot spell the key (its bytes absent, no \\u or \\/ escape) is not walked.
+    walks = []
+    monkeypatch.setattr(responses, "scrubbed", lambda value, secret: walks.append(value) or value)
+    plain = json.dumps({"id": "abc123", "status": "processing", "logs": "step 1\nstep 2"}).encode()
+    assert read_response(GET, 200, {}, plain, conn_id="c", secret=KEY)["logs"] == "step 1\nstep 2"
+    assert walks == []
+    read_response(GET, 200, {}, plain.replace(b"step 1", KEY.encode()), conn_id="c", secret=KEY)
+    assert len(walks) == 1
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "expected"),
     [
