@@ -64,9 +64,11 @@ with DAG(
     catchup=False,
     doc_md="Twenty mapped predictions for the distributed (Celery, two triggerers) test.",
 ):
+    # 45 s each: long enough that half of them are deferred at once even when a loaded machine
+    # starts the tasks slowly (the test kills a triggerer while they wait).
     CreatePredictionOperator.partial(
         task_id="generate", model="black-forest-labs/flux-schnell", deferrable=True, poll_interval=2
-    ).expand(input=[{"prompt": f"distributed {i}"} for i in range(20)])
+    ).expand(input=[{"prompt": f"distributed {i}", "_emulator": {"duration": 45}} for i in range(20)])
 
 with DAG(
     "e2e_durable",
