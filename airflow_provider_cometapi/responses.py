@@ -304,14 +304,19 @@ def scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret and secret in text else text
 
 
+# Keys CometAPI issues are dozens of characters long; the JSON of an answer is scrubbed of
+# shorter ones only in messages (an id or a URL holding a short key by chance stays whole).
+MIN_SCRUBBED_SECRET_CHARS = 8
+
+
 def _may_spell(body: bytes, secret: str) -> bool:
     """
     Whether a JSON body can decode to a string holding ``secret``: its bytes are there, or an
     escape could spell them (``\\uXXXX`` any character, ``\\/`` a slash). Otherwise the walk of
     ``scrubbed`` is skipped: a poll's answer is the triggerer's hottest path.
     """
-    if not secret:
-        return False
+    if len(secret) < MIN_SCRUBBED_SECRET_CHARS:
+        return False  # so short it would match inside ids and URLs by chance: scrubbing would corrupt them
     if not secret.isascii() or '"' in secret or "\\" in secret:
         return True
     return secret.encode() in body or b"\\u" in body or b"\\/" in body

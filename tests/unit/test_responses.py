@@ -205,6 +205,11 @@ def test_an_answer_without_the_key_is_returned_as_parsed():
     assert scrubbed(value, "") is value
 
 
+def test_a_short_key_does_not_corrupt_the_ids_that_hold_it_by_chance():
+    body = json.dumps({"id": "qxndncxbptgrd32xmr9jbstk3b", "status": "processing"}).encode()
+    assert read_response(GET, 200, {}, body, conn_id="c", secret="k")["id"] == "qxndncxbptgrd32xmr9jbstk3b"
+
+
 def test_a_key_spelled_with_json_escapes_is_scrubbed_too(monkeypatch):
     from airflow_provider_cometapi import responses
 
