@@ -61,7 +61,7 @@ with DAG(
 
     store = SavePredictionOutputsOperator(
         task_id="store",
-        prediction_id="{{ ti.xcom_pull(task_ids='generate', key='prediction_id') }}",
+        prediction_id=generate.output,  # the finished prediction, as an XComArg
         destination=STORAGE_ROOT + "/candidates/{{ run_id | replace(':', '-') | replace('+', '-') }}",
     )
 
