@@ -227,7 +227,8 @@ test-matrix:
 
 # The emulator and a local Airflow (api-server, scheduler, dag-processor, triggerer) with the
 # example DAGs, until Ctrl-C; AIRFLOW_PORT (default 8080) for the UI, COMETAPI_API_KEY for the
-# real API. PostgreSQL on 127.0.0.1:5432 when it answers, else SQLite (scripts/local_airflow.py).
+# real API. The metadata DB is SQLite in .airflow-local/ (AIRFLOW_LOCAL_HOME), or the URL in
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN when that is set (e.g. PostgreSQL); scripts/local_airflow.py.
 AIRFLOW_PORT ?= 8080
 airflow: install
 	AIRFLOW_PORT=$(AIRFLOW_PORT) $(BIN)/python scripts/local_airflow.py
