@@ -36,7 +36,7 @@ DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 @dag(
     description="Generate the day's images with CometAPI and store them under a dated folder.",
     schedule="@daily",
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["cometapi", "example"],

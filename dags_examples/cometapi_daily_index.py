@@ -27,7 +27,7 @@ with DAG(
     dag_id="cometapi_daily_index",
     description="Index the images stored by cometapi_daily_images.",
     schedule=[DAILY_IMAGES],
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     tags=["cometapi", "example"],
     params={"storage_root": ""},

@@ -25,7 +25,7 @@ DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 @dag(
     description="Generate with flux-schnell, edit with flux-kontext-pro, store both.",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     tags=["cometapi", "example"],
     params={

@@ -39,7 +39,7 @@ with DAG(
     dag_id="cometapi_nightly_batch",
     description="Generate a whole prompt file's images in one batch task and store them under a dated folder.",
     schedule="0 2 * * *",
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["cometapi", "example"],

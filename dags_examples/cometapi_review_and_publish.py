@@ -37,7 +37,7 @@ with DAG(
     dag_id="cometapi_review_and_publish",
     description="Generate candidates, let a reviewer pick in the Airflow UI, publish only the chosen ones.",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     tags=["cometapi", "example"],
     render_template_as_native_obj=True,  # "{{ params.candidates }}" stays a number
@@ -61,7 +61,7 @@ with DAG(
 
     store = SavePredictionOutputsOperator(
         task_id="store",
-        prediction_id="{{ ti.xcom_pull(task_ids='generate', key='prediction_id') }}",
+        prediction_id=generate.output,  # the finished prediction, as an XComArg
         destination=STORAGE_ROOT + "/candidates/{{ run_id | replace(':', '-') | replace('+', '-') }}",
     )
 

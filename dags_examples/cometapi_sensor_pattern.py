@@ -26,7 +26,7 @@ with DAG(
     dag_id="cometapi_sensor_pattern",
     description="Create without waiting, wait with a deferrable sensor, store.",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     tags=["cometapi", "example"],
     params={"prompt": "an isometric pixel-art city block at night", "storage_root": ""},

@@ -13,6 +13,13 @@ tests of ``--jobs`` cells (2) run at once, each as soon as its venv is ready. A 
 waits (on the emulator's predictions, on ``dag.test()``'s triggers), so two side by side take
 hardly longer than one (docs/versions.md has the times).
 
+``--covered-by-make-test 3.11-3.3.2 --make-test-junit .venv/make-test-junit.xml`` (what
+``.ci/run`` passes, through ``make test-matrix COVERED_BY_MAKE_TEST=1``) does not run that cell
+again: ``make test`` has just run its tests, and more (the benchmark's smoke test), in the same
+venv on the same tree. The table still lists it, "covered (ran in make test)", with the counts and
+time of ``make test``'s own junit XML. Only the cell whose venv is ``make test``'s can be covered,
+and only when that XML exists and has no failure; otherwise the cell runs as any other.
+
 ``--which-python 3.12`` prints the interpreter the Makefile uses for Python 3.12.
 """
 
@@ -53,13 +60,17 @@ def which_python(version: str) -> str | None:
     return None
 
 
+def spec_of(cell: Cell) -> str:
+    return f"{cell.python}-{cell.airflow}"
+
+
 @dataclass
 class Cell:
     python: str
     airflow: str
     venv: str = ""
     interpreter: str | None = None
-    state: str = "pending"  # skipped, install failed, failed, passed
+    state: str = "pending"  # skipped, install failed, failed, passed, covered (by make test)
     note: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     install_seconds: float | None = None
@@ -140,6 +151,39 @@ def run_tests(cell: Cell) -> None:
     print(f"[{cell.name}] {cell.state}: {last}", flush=True)
     for line in cell.failures:
         print(f"[{cell.name}]   {line}", flush=True)
+
+
+MAKE_TEST_VENV = ".venv"
+
+
+def covered_by_make_test(cell: Cell, junit: Path) -> bool:
+    """Mark ``cell`` as run by ``make test`` (its counts and time from ``make test``'s junit XML),
+    if its venv is ``make test``'s and that XML shows a green run; else leave it to be run."""
+    if cell.venv != MAKE_TEST_VENV:
+        print(f"[{cell.name}] not covered by make test: its venv is {cell.venv}, not {MAKE_TEST_VENV}", flush=True)
+        return False
+    python = REPO / cell.venv / "bin" / "python"
+    counts = junit_counts(junit) if python.exists() else {}
+    if not counts or counts["failed"]:
+        why = f"no {python}" if not python.exists() else "no junit XML" if not counts else f"{counts['failed']} failed"
+        print(f"[{cell.name}] not covered by make test ({why} in {junit}): running it", flush=True)
+        return False
+    cell.counts = {**counts, "deselected": 0}
+    cell.test_seconds = junit_seconds(junit)
+    cell.installed_python = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    cell.state, cell.note = "covered", "ran in make test"
+    print(f"[{cell.name}] covered: make test ran its tests ({counts['passed']} passed), not run again", flush=True)
+    return True
+
+
+def junit_seconds(path: Path) -> float | None:
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")  # type: ignore[assignment]
+    return None if suite is None or suite.get("time") is None else float(suite.get("time", 0))
 
 
 def junit_counts(path: Path) -> dict[str, int]:
@@ -253,6 +297,10 @@ def main() -> int:
     parser.add_argument("cells", nargs="*", help="PYTHON-AIRFLOW, e.g. 3.12-3.3.2")
     parser.add_argument("--jobs", type=int, default=2, help="cells whose tests run at once (default 2)")
     parser.add_argument("--which-python", metavar="X.Y", help="print the interpreter for Python X.Y and exit")
+    parser.add_argument(
+        "--covered-by-make-test", metavar="CELL", help="a cell whose tests make test has just run in its venv"
+    )
+    parser.add_argument("--make-test-junit", type=Path, help="make test's junit XML (with --covered-by-make-test)")
     args = parser.parse_args()
     if args.which_python:
         found = which_python(args.which_python)
@@ -268,6 +316,8 @@ def main() -> int:
         if not match:
             parser.error(f"a cell is PYTHON-AIRFLOW, e.g. 3.12-3.3.2, not {spec!r}")
         cells.append(Cell(match.group(1), match.group(2)))
+    if args.covered_by_make_test and not args.make_test_junit:
+        parser.error("--covered-by-make-test needs --make-test-junit")
     started = time.monotonic()
     installs: dict[str, Future[bool]] = {}
 
@@ -282,6 +332,8 @@ def main() -> int:
         for cell in cells:
             cell.interpreter = which_python(cell.python)
             cell.venv = cell_venv(cell)
+            if spec_of(cell) == args.covered_by_make_test and covered_by_make_test(cell, REPO / args.make_test_junit):
+                continue
             if cell.interpreter is None:
                 cell.state = "skipped"
                 cell.note = f"no Python {cell.python} on this machine (python{cell.python} on PATH, pyenv)"

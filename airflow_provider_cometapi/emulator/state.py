@@ -12,7 +12,7 @@ import json
 import random
 import secrets
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cometapi.emulator import images
@@ -35,7 +35,7 @@ _BAR_WIDTH = 10
 
 def iso(ts: float) -> str:
     """Epoch seconds -> ``2026-03-12T11:27:18.258Z`` as the API writes it."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -158,7 +158,7 @@ class PredictionBatchTrigger(CometAPITrigger):
                     asyncio.gather(*(cancel(prediction_id) for prediction_id in self.prediction_ids)),
                     CANCEL_TIMEOUT + 1,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.log.warning(
                     "Cancelling stopped after %.0fs; some predictions may run to their end.", CANCEL_TIMEOUT
                 )

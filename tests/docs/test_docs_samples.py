@@ -131,7 +131,7 @@ def test_python_sample_runs(sample: Sample, cometapi_conn: EmulatorProcess) -> N
             check_dag(dag)
 
 
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def check_dag(dag: Any) -> None:

@@ -2,15 +2,67 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 TEST_DAGS = Path(__file__).parent / "dags"
+STARTUP_BOUND = 30  # s for the in-process execution API's startup (it takes milliseconds)
+
+
+def _airflow_minor() -> tuple[int, int]:
+    major, minor = importlib.metadata.version("apache-airflow").split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_3_2_execution_api_kept_up() -> Any:
+    """
+    Airflow 3.2's ``dag.test()`` fails every task with ``'State' object has no attribute
+    'svcs_registry'``; this works around it, on 3.2 alone. Each task builds an
+    ``InProcessExecutionAPI``, takes its transport and drops it. Three things go wrong:
+
+    - the app's startup (lifespan) is scheduled on a2wsgi's loop and not waited for;
+    - that startup needs ``[api_auth] jwt_secret``, which a fresh AIRFLOW_HOME lacks: it fails,
+      unseen since nobody waits;
+    - the lifespan's exit stack belongs to the dropped ``InProcessExecutionAPI``: when that is
+      garbage-collected the lifespan unwinds, and svcs (26.x) takes its registry off the app's
+      state on exit, while the transport still serves the task's requests.
+
+    So: a throwaway jwt_secret, the API handed out once its startup has run, and kept alive as
+    long as its transport. Airflow 3.3 waits for the startup and ties the lifespan to the
+    transport (apache/airflow#68840) and needs no secret in-process (apache/airflow#68980);
+    nothing is changed on 3.3, nor on 3.1. docs/versions.md says so.
+    """
+    if _airflow_minor() != (3, 2):
+        yield
+        return
+    from airflow.sdk.execution_time import supervisor
+
+    in_process_api_server = supervisor.in_process_api_server
+
+    def kept_up_api_server() -> Any:
+        api = in_process_api_server()
+        transport = api.transport  # a cached property: it schedules the startup, unawaited
+        deadline = time.monotonic() + STARTUP_BOUND
+        while "svcs_registry" not in api.app.state._state:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Airflow's in-process execution API did not start in {STARTUP_BOUND} s")
+            time.sleep(0.005)
+        transport._cometapi_api = api  # the lifespan lives as long as the transport that needs it
+        return api
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
+        patch.setattr(supervisor, "in_process_api_server", kept_up_api_server)
+        yield
 
 
 @pytest.fixture(scope="session")

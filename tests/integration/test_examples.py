@@ -100,6 +100,18 @@ def test_sensor_pattern(examples, cometapi_conn, storage_root):
     assert cometapi_conn.stats()["creates"] == 1
 
 
+def test_review_and_publish_stores_the_candidates_from_generate_output(examples, cometapi_conn, storage_root):
+    """Up to the human step: dag.test() cannot answer it, so review and publish are marked done."""
+    result = run(examples, "cometapi_review_and_publish", mark_success_pattern="review|publish")
+    assert result.task_states[("store", -1)] == "success"
+    prediction_id = result.xcom("generate", key="prediction_id")
+    assert result.xcom("store", key="prediction_id") == prediction_id
+    stored = result.xcom("store")
+    assert [uri.rsplit("/", 1)[-1] for uri in stored] == [f"{prediction_id}_{i}.webp" for i in range(3)]
+    assert all("/candidates/" in uri for uri in stored)
+    assert cometapi_conn.stats()["creates"] == 1
+
+
 def asset_events(asset_name: str, run_id: str) -> list[dict]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session

@@ -51,6 +51,15 @@ def test_not_waiting_returns_the_prediction_as_created(run_dag, cometapi_conn):
     assert cometapi_conn.stats()["polls"] == 0
 
 
+def test_prefer_wait_finishes_inside_the_create_call(run_dag, cometapi_conn, capfd):
+    result = run_dag("tf_prefer_wait")
+    assert result.state == SUCCESS
+    assert result.xcom("generate")["status"] == "succeeded"
+    emulator = cometapi_conn.stats()
+    assert (emulator["creates"], emulator["polls"]) == (1, 0)
+    assert "DEFERRED" not in capfd.readouterr().out
+
+
 def test_mapped_over_the_functions_arguments(run_dag, cometapi_conn):
     result = run_dag("tf_mapped")
     assert result.state == SUCCESS
@@ -60,6 +69,16 @@ def test_mapped_over_the_functions_arguments(run_dag, cometapi_conn):
         p["id"] for p in predictions
     ]
     assert cometapi_conn.stats()["creates"] == 3
+
+
+def test_expand_kwargs_over_an_upstream_list(run_dag, cometapi_conn):
+    result = run_dag("tf_expand_kwargs")
+    assert result.state == SUCCESS
+    predictions = [result.xcom("generate", map_index=i) for i in range(2)]
+    assert [p["input"] for p in predictions] == [{"prompt": "a cat, ink"}, {"prompt": "a dog, charcoal"}]
+    assert all(p["status"] == "succeeded" for p in predictions)
+    assert result.xcom("generate", map_index=2) is None
+    assert cometapi_conn.stats()["creates"] == 2
 
 
 def test_chained_into_storage_without_templates(run_dag, cometapi_conn, destination):
@@ -137,15 +156,30 @@ def test_the_link_is_the_operators(run_dag, cometapi_conn, monkeypatch):
     assert result.xcom("generate", key="_link_PredictionLink") == template.format(prediction_id=prediction_id)
 
 
-def test_a_retry_resumes_the_prediction(run_dag, cometapi_conn, monkeypatch, capfd):
+@pytest.mark.parametrize("where", ["deferred", "worker"])
+def test_a_retry_resumes_the_prediction(run_dag, cometapi_conn, monkeypatch, capfd, where):
     if not AIRFLOW_V_3_3_PLUS:
         pytest.skip("the task state store arrived in Airflow 3.3; older versions create a new prediction per try")
     set_connection(monkeypatch, {**cometapi_conn.connection_dict(), "extra": {"max_retries": 0}})
     cometapi_conn.add_fault(kind="server_error", route="get", status=503, count=MAX_FAILED_POLLS)
-    result = run_dag("tf_resume")
+    result = run_dag(f"tf_resume_{where}")
     assert result.state == SUCCESS
     prediction = result.xcom("generate")
+    assert prediction["status"] == "succeeded"
+    (ti,) = result.dag_run.get_task_instances()
+    assert ti.try_number == 2
     emulator = cometapi_conn.stats()
     assert emulator["creates"] == 1
     assert emulator["cancels"] == 0
     assert f"Resuming prediction {prediction['id']}" in capfd.readouterr().out
+
+
+def test_over_its_budget_creates_nothing_and_is_not_retried(run_dag, cometapi_conn, capfd):
+    result = run_dag("tf_over_budget")
+    assert result.task_states[("generate", -1)] == FAILED
+    assert cometapi_conn.stats()["creates"] == 0
+    log = capfd.readouterr().out
+    assert "BudgetExceededError" in log
+    assert "max_images=3 allows 3 more" in log
+    (ti,) = result.dag_run.get_task_instances()
+    assert ti.try_number == 1  # an AirflowFailException: retries=2 left unused

@@ -1,4 +1,5 @@
-"""scripts/version_matrix.py: a failed cell names its failed tests (from its junit XML)."""
+"""scripts/version_matrix.py: a failed cell names its failed tests (from its junit XML); the cell
+that `make test` ran is listed from its junit XML, not run again."""
 
 from __future__ import annotations
 
@@ -131,3 +132,52 @@ def test_a_failed_cell_without_junit_shows_the_end_of_its_log(
     matrix.run_tests(cell)
     assert cell.failures == ["last lines of venv/matrix-tests.log:", "    ImportError: no module named airflow"]
     assert "[py3.12-af3.3.2]       ImportError: no module named airflow" in capsys.readouterr().out
+
+
+def _make_test_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, matrix: ModuleType) -> None:
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, tmp_path / ".venv" / "bin" / "python")
+    monkeypatch.setattr(matrix, "REPO", tmp_path)
+
+
+def _suite(path: Path, tests: int, failures: int = 0, skipped: int = 0) -> Path:
+    path.write_text(
+        f'<testsuites><testsuite name="pytest" tests="{tests}" failures="{failures}" errors="0" '
+        f'skipped="{skipped}" time="180.5"></testsuite></testsuites>'
+    )
+    return path
+
+
+def test_the_cell_make_test_ran_is_listed_from_its_junit(
+    matrix: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make_test_venv(tmp_path, monkeypatch, matrix)
+    cell = matrix.Cell("3.11", "3.3.2", venv=".venv")
+    assert matrix.covered_by_make_test(cell, _suite(tmp_path / "junit.xml", tests=720, skipped=2))
+    assert (cell.state, cell.note) == ("covered", "ran in make test")
+    assert cell.counts == {"passed": 718, "failed": 0, "skipped": 2, "deselected": 0}
+    assert cell.test_seconds == 180.5
+    assert cell.installed_python == ".".join(map(str, sys.version_info[:3]))
+    row = [value.strip() for value in matrix.table([cell]).splitlines()[-1].strip("|").split("|")]
+    expected = ["py3.11-af3.3.2", ".venv", cell.installed_python, "3.3.2", "covered (ran in make test)"]
+    assert row == [*expected, "718", "0", "2", "0", "", "180"]
+
+
+@pytest.mark.parametrize("case", ["no junit", "a failure", "another venv", "no venv"])
+def test_a_cell_is_run_unless_make_test_ran_it_green(
+    matrix: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    _make_test_venv(tmp_path, monkeypatch, matrix)
+    junit = tmp_path / "junit.xml"
+    venv = ".venv"
+    if case == "a failure":
+        _suite(junit, tests=720, failures=1)
+    elif case == "another venv":
+        _suite(junit, tests=720)
+        venv = ".venv-py3.12-af3.3.2"
+    elif case == "no venv":
+        _suite(junit, tests=720)
+        (tmp_path / ".venv" / "bin" / "python").unlink()
+    cell = matrix.Cell("3.11", "3.3.2", venv=venv)
+    assert not matrix.covered_by_make_test(cell, junit)
+    assert (cell.state, cell.counts) == ("pending", {})

@@ -21,7 +21,7 @@ INPUTS = [
 with DAG(
     "e2e_batch",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Thirty inputs in one deferrable batch task, in waves of ten; retried after the test's kills.",
 ):

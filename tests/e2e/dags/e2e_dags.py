@@ -12,7 +12,7 @@ from airflow_provider_cometapi.sensors.prediction import PredictionSensor
 with DAG(
     "e2e_create_then_sense",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
 ):
     create = CreatePredictionOperator(
@@ -34,7 +34,7 @@ with DAG(
 with DAG(
     "e2e_slots",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Ten 10-second predictions, deferred: two worker slots are enough to run them at once.",
 ):
@@ -45,7 +45,7 @@ with DAG(
 with DAG(
     "e2e_long",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="One 20-second prediction, for triggerer restarts and user kills.",
 ):
@@ -60,7 +60,7 @@ with DAG(
 with DAG(
     "e2e_celery_batch",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Twenty mapped predictions for the distributed (Celery, two triggerers) test.",
 ):
@@ -73,7 +73,7 @@ with DAG(
 with DAG(
     "e2e_durable",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Polls on the worker; the test kills the task process mid-wait and the retry resumes.",
 ):
@@ -90,7 +90,7 @@ with DAG(
 with DAG(
     "e2e_outage",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Four deferred predictions; the test takes the gateway away while they wait.",
 ):
@@ -101,7 +101,7 @@ with DAG(
 with DAG(
     "e2e_failures",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     doc_md="Tasks that fail in the ways a DAG author meets, so their exception texts are in the logs.",
 ):

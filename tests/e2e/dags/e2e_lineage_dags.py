@@ -22,7 +22,7 @@ SLOW = {"_emulator": {"duration": 12}}
 with DAG(
     "e2e_lineage",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     # A task process that a loaded machine keeps from reaching the API server fails before it runs:
     # a retry resumes (the prediction, the manifest) without creating anything again.

@@ -10,7 +10,7 @@ from airflow.sdk import dag, task
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 
-@dag(schedule=None, start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc), catchup=False)
+@dag(schedule=None, start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), catchup=False)
 def e2e_taskflow() -> None:
     @task
     def subjects() -> list[str]:

@@ -9,7 +9,7 @@ from airflow.sdk import DAG, Asset
 from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOperator
 
 BATCH_ASSET = Asset(name="t_batch_results", uri="cometapi://t-batch")
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 # Every 25th input fails and every 40th is aborted, each after its own short run.
 FAILING = {index for index in range(200) if index % 25 == 7}
 ABORTED = {index for index in range(200) if index % 40 == 13} - FAILING

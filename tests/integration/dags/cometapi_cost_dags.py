@@ -11,7 +11,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 SCHNELL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 FAST = {"poll_interval": 0.2}
 DESTINATION = "{{ var.value.cometapi_test_destination }}"
 IMAGES = Asset(name="t_cost_images", uri="cometapi://t-cost/images")

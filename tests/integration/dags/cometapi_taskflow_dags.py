@@ -11,7 +11,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 SCHNELL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 FAST = {"poll_interval": 0.2}
 # The tests point this Variable at a temporary folder.
 DESTINATION = "{{ var.value.cometapi_test_destination }}"
@@ -50,6 +50,15 @@ with dag("tf_no_wait"):
 
     generate()
 
+# The gateway holds the create call until the prediction is done: no poll, no deferral.
+with dag("tf_prefer_wait"):
+
+    @task.cometapi(model=SCHNELL, prefer_wait=10, deferrable=True, **FAST)
+    def generate() -> dict[str, Any]:
+        return {"prompt": "quick", "_emulator": {"duration": 0.2}}
+
+    generate()
+
 with dag("tf_mapped"):
 
     @task.cometapi(model=SCHNELL, deferrable=True, **FAST)
@@ -57,6 +66,19 @@ with dag("tf_mapped"):
         return {"prompt": f"{thing}, {style}"}
 
     generate.partial(style="ink").expand(thing=["a cat", "a dog", "a bird"])
+
+# .expand_kwargs() over an upstream task's list of argument dicts.
+with dag("tf_expand_kwargs"):
+
+    @task
+    def arguments() -> list[dict[str, str]]:
+        return [{"thing": "a cat", "style": "ink"}, {"thing": "a dog", "style": "charcoal"}]
+
+    @task.cometapi(model=SCHNELL, deferrable=True, **FAST)
+    def generate(thing: str, style: str) -> dict[str, Any]:
+        return {"prompt": f"{thing}, {style}"}
+
+    generate.expand_kwargs(arguments())
 
 with dag("tf_chained"):
 
@@ -127,11 +149,29 @@ with dag("tf_bad_return"):
     generate()
 
 # A try whose wait breaks (the test makes every poll fail for a while); its retry resumes the
-# same prediction through Airflow 3.3's task state store, as CreatePredictionOperator does.
-with dag("tf_resume"):
+# same prediction through Airflow 3.3's task state store, as CreatePredictionOperator does, in
+# the triggerer and on the worker.
+for deferrable in (True, False):
+    with dag(f"tf_resume_{'deferred' if deferrable else 'worker'}"):
 
-    @task.cometapi(model=SCHNELL, deferrable=True, retries=1, retry_delay=datetime.timedelta(seconds=0), **FAST)
+        @task.cometapi(
+            model=SCHNELL,
+            deferrable=deferrable,
+            retries=1,
+            retry_delay=datetime.timedelta(seconds=0),
+            task_id="generate",
+            **FAST,
+        )
+        def resumed() -> dict[str, Any]:
+            return {"prompt": "resumed", "_emulator": {"duration": 3}}
+
+        resumed()
+
+# Over its budget (4 images asked, 3 allowed): refused before creating, and not retried.
+with dag("tf_over_budget"):
+
+    @task.cometapi(model=SCHNELL, max_images=3, retries=2, retry_delay=datetime.timedelta(seconds=0), **FAST)
     def generate() -> dict[str, Any]:
-        return {"prompt": "resumed", "_emulator": {"duration": 3}}
+        return {"prompt": "too many", "num_outputs": 4}
 
     generate()

@@ -10,7 +10,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.sensors.prediction import PredictionSensor
 
 SCHNELL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 FAST = {"poll_interval": 0.2}
 CREATED_ID = "{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"
 

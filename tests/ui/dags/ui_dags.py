@@ -11,7 +11,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 with DAG(
     "cometapi_ui_prediction",
     schedule=None,
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     tags=["cometapi"],
 ):

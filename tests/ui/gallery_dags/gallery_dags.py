@@ -14,7 +14,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 IMAGES = os.environ.get("COMETAPI_UI_IMAGES", "/tmp/cometapi-ui-images")
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 MODEL = "black-forest-labs/flux-schnell"
 
 with DAG("cometapi_ui_gallery", schedule=None, start_date=START, catchup=False, tags=["cometapi"]):

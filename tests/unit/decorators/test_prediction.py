@@ -15,7 +15,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from tests.fixtures import TaskInstance
 
 SCHNELL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 @pytest.fixture

@@ -230,7 +230,7 @@ def test_a_resumed_prediction_is_not_paid_again(priced, store):
 
 # --- @task.cometapi -------------------------------------------------------------------------
 
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 @pytest.mark.parametrize(("name", "value"), [("max_images", 0), ("max_cost", float("nan"))])
