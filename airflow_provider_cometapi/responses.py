@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -203,7 +203,7 @@ def retry_after_seconds(headers: Mapping[str, str], payload: Any) -> float | Non
         seconds = _seconds(header.strip())
         if seconds is None:
             try:
-                seconds = (parsedate_to_datetime(header) - datetime.now(timezone.utc)).total_seconds()
+                seconds = (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds()
             except (TypeError, ValueError, IndexError, OverflowError):
                 seconds = None
         if seconds is not None:

@@ -134,7 +134,7 @@ class BackgroundPoller:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), max(0.0, self.poll_interval - round_seconds))
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 started = time.monotonic()
                 with self._lock:

@@ -389,7 +389,7 @@ class CometAPIHook(BaseHook):
                 ) as response:
                     limit = body_limit(response.status)
                     body, more = await read_async(response, limit)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise aiohttp_failure(exc, request, settings, total=seconds) from None
             if more and limit > MAX_ERROR_BODY_BYTES:
                 raise too_large(request, response.status, limit)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from itertools import islice
 from typing import Any
@@ -82,7 +82,7 @@ def expired_text(card: Card) -> str:
 
 
 def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _is_image(name: str) -> bool:
@@ -218,7 +218,7 @@ def gallery_page(
     now: datetime | None = None,
 ) -> str:
     """The thumbnail grid of one page of cards; outputs shown from the gateway are expired by ``now``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     viewed = TaskRef(task_id, -1 if map_index is None else map_index) if task_id is not None else None
     where = links.run_id if task_id is None else f"{task_id}" + (f" [{map_index}]" if map_index is not None else "")
     expired = sum(card.expired(now) for card in page.cards)
@@ -297,7 +297,7 @@ def view_page(
     card: Card, links: Links, task: TaskRef, task_states: Mapping[TaskRef, str], now: datetime | None = None
 ) -> str:
     """One image at full size, with everything known about it."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     src = image_src(card, links, task, now)
     problem = expired_text(card) if card.expired(now) else error(card, task_states)
     text = prompt(card)

@@ -21,7 +21,7 @@ from airflow_provider_cometapi.operators.batch import CreatePredictionBatchOpera
 from airflow_provider_cometapi.operators.storage import SavePredictionOutputsOperator
 
 MODEL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 POLL = 1
 # The batch's pace: 100 creates a second, the create limit batch_scale.py runs against; the
 # mapped design is not paced at all (its creates come as fast as worker slots start tasks).

@@ -12,7 +12,7 @@ from airflow_provider_cometapi.operators.prediction import CreatePredictionOpera
 from airflow_provider_cometapi.sensors.prediction import PredictionSensor
 
 MODEL = "black-forest-labs/flux-schnell"
-START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 PREDICTIONS = 10
 SECONDS = 10
 POLL = 2

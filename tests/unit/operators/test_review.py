@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -92,7 +92,7 @@ def answer(*chosen: str) -> dict:
     return {
         "chosen_options": list(chosen),
         "params_input": {},
-        "responded_at": datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc),
+        "responded_at": datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
         "responded_by_user": {"id": "1", "name": "reviewer"},
     }
 

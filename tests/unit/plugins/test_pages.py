@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow_provider_cometapi.plugins.cometapi import CometAPIPlugin, external_views
 from airflow_provider_cometapi.plugins.pages import (
@@ -110,7 +110,7 @@ LEFT_AT_GATEWAY = {**HOSTILE, "output": ["https://cdn.example/a.webp"], "complet
 
 def test_an_output_at_the_gateway_is_expiring_until_an_hour_after_it_completed():
     (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
-    soon = datetime(2026, 1, 1, 0, 59, tzinfo=timezone.utc)
+    soon = datetime(2026, 1, 1, 0, 59, tzinfo=UTC)
     html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=soon)
     assert '<img src="https://cdn.example/a.webp"' in html
     assert "expiring: not stored" in html and "deletes it at about 2026-01-01 01:00:05 UTC" in html
@@ -120,7 +120,7 @@ def test_an_output_at_the_gateway_is_expiring_until_an_hour_after_it_completed()
 
 def test_an_output_at_the_gateway_past_its_lifetime_is_marked_expired_without_an_image():
     (card,) = assemble(read_all([(TaskRef("g"), LEFT_AT_GATEWAY)], lambda uri: ""))
-    later = datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc)
+    later = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
     expired = "The gateway&#x27;s URL expired at 2026-01-01 01:00:05 UTC; store outputs with a destination"
     html = gallery_page(page_of([card], 1, 60), LINKS, {}, now=later)
     assert "<img" not in html and "cdn.example" not in html

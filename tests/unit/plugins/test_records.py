@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -30,7 +30,7 @@ PREDICTION = {
     "created_at": "2026-01-01T00:00:00Z",
 }
 # Half an hour after PREDICTION was created: its gateway URLs still work.
-BEFORE_EXPIRY = datetime(2026, 1, 1, 0, 30, tzinfo=timezone.utc)
+BEFORE_EXPIRY = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
 STORED = ["file:///data/run/p1_0.webp", "file:///data/run/p1_1.webp", "file:///data/run/p1.json"]
 
 
@@ -198,8 +198,8 @@ def test_a_batch_without_destination_shows_its_urls_expired_an_hour_after_they_e
     manifest.write_text(json.dumps(line) + "\n")
     result = {"manifest": manifest.as_uri(), "total": 1, "succeeded": 1, "failed": 0}
     (card,) = assemble(read_all([(TaskRef("batch"), result)], open_text))
-    assert card.expiring and card.expires_at == datetime(2026, 1, 1, 1, 0, 5, tzinfo=timezone.utc)
-    assert card.expired(datetime(2026, 1, 1, 2, tzinfo=timezone.utc))
+    assert card.expiring and card.expires_at == datetime(2026, 1, 1, 1, 0, 5, tzinfo=UTC)
+    assert card.expired(datetime(2026, 1, 1, 2, tzinfo=UTC))
 
 
 def test_a_batch_whose_manifest_is_gone_shows_nothing_and_breaks_nothing(tmp_path):
@@ -229,14 +229,14 @@ def test_cards_of_a_large_batch_are_assembled_in_linear_time():
 def test_an_unstored_output_expires_an_hour_after_its_prediction_completed():
     completed = {**PREDICTION, "completed_at": "2026-01-01T00:00:05.123456Z"}
     (card, _) = cards_of((GENERATE, completed))
-    assert card.expires_at == datetime(2026, 1, 1, 1, 0, 5, 123456, tzinfo=timezone.utc)
-    assert not card.expired(datetime(2026, 1, 1, 1, 0, 5, tzinfo=timezone.utc))
-    assert card.expired(datetime(2026, 1, 1, 1, 0, 6, tzinfo=timezone.utc))
+    assert card.expires_at == datetime(2026, 1, 1, 1, 0, 5, 123456, tzinfo=UTC)
+    assert not card.expired(datetime(2026, 1, 1, 1, 0, 5, tzinfo=UTC))
+    assert card.expired(datetime(2026, 1, 1, 1, 0, 6, tzinfo=UTC))
     # Without a completion time, from its creation; with neither, never said to be expired.
     (created_only, _) = cards_of((GENERATE, PREDICTION))
-    assert created_only.expires_at == datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
+    assert created_only.expires_at == datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
     (unknown, _) = cards_of((GENERATE, {**PREDICTION, "created_at": "yesterday"}))
-    assert unknown.expires_at is None and not unknown.expired(datetime(2099, 1, 1, tzinfo=timezone.utc))
+    assert unknown.expires_at is None and not unknown.expired(datetime(2099, 1, 1, tzinfo=UTC))
     # A stored output does not expire.
     (stored, _) = cards_of((GENERATE, PREDICTION), (STORE, STORED))
-    assert stored.expires_at is None and not stored.expired(datetime(2099, 1, 1, tzinfo=timezone.utc))
+    assert stored.expires_at is None and not stored.expired(datetime(2099, 1, 1, tzinfo=UTC))
