@@ -115,10 +115,11 @@ class CometAPISettings:
 
     @cached_property
     def _plain_client_timeout(self) -> aiohttp.ClientTimeout:
-        # No per-read timer: the total (connect + read timeout) already bounds the whole answer,
-        # while a per-read timer is rescheduled on every chunk of every poll (thousands a second
-        # in a triggerer) for a bound at most ``connect_timeout`` tighter.
-        return aiohttp.ClientTimeout(total=self.connect_timeout + self.read_timeout, sock_connect=self.connect_timeout)
+        return aiohttp.ClientTimeout(
+            total=self.connect_timeout + self.read_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=self.read_timeout,
+        )
 
     @property
     def auth_headers(self) -> dict[str, str]:
