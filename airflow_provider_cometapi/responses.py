@@ -329,19 +329,12 @@ def scrubbed(value: Any, secret: str) -> Any:
     if isinstance(value, str):
         return value.replace(secret, "***") if secret in value else value
     if isinstance(value, dict):
-        for index, (key, item) in enumerate(value.items()):
-            new_key, new_item = scrubbed(key, secret), scrubbed(item, secret)
-            if new_key is not key or new_item is not item:  # copied from the first change on
-                rest = list(value.items())[index + 1 :]
-                head = dict(list(value.items())[:index])
-                return {**head, new_key: new_item, **{scrubbed(k, secret): scrubbed(v, secret) for k, v in rest}}
-        return value
+        pairs = [(scrubbed(key, secret), scrubbed(item, secret)) for key, item in value.items()]
+        changed = any(k is not key or v is not item for (k, v), (key, item) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
     if isinstance(value, list):
-        for index, item in enumerate(value):
-            new_item = scrubbed(item, secret)
-            if new_item is not item:
-                return [*value[:index], new_item, *(scrubbed(rest, secret) for rest in value[index + 1 :])]
-        return value
+        items = [scrubbed(item, secret) for item in value]
+        return items if any(new is not old for new, old in zip(items, value, strict=True)) else value
     return value
 
 
