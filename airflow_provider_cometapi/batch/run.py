@@ -506,6 +506,9 @@ class BatchRun:
         """
         if self._creating:
             wait(list(self._creating), timeout=CREATE_SETTLE_SECONDS)
+            # Every create that answered, whether or not its callback has handed it over yet
+            # (``wait`` returns before the callbacks run); one handed over twice is skipped.
+            self._created = deque(future for future in self._creating if future.done())
             self._record_created(settling=True)
         for future, entry in list(self._creating.items()):
             if not future.done():
