@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,31 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) and not math.isnan(a) else float("nan")
 
 
+def medians_by_watcher(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """
+    For the runs of one N: each watcher's runs as one, its CPU per poll and memory growth the
+    median over its repeats (the other fields from its last run), so that one run's full garbage
+    collection or a neighbour's burst of work does not decide a ratio.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault(run["watcher"], []).append(run)
+    return {
+        watcher: {
+            **repeats[-1],
+            "cpu_ms_per_poll": statistics.median(r["cpu_ms_per_poll"] for r in repeats),
+            "growth_mib_per_1000": statistics.median(r["growth_mib_per_1000"] for r in repeats),
+            "repeats": len(repeats),
+        }
+        for watcher, repeats in grouped.items()
+    }
+
+
 def trigger_ratios(by_watcher: dict[str, dict[str, Any]]) -> dict[str, float]:
     """
-    For one N: the trigger's CPU per poll over each other watcher's (keyed by watcher), and its
-    memory growth over the floor's (key ``growth``); NaN where a watcher did not run.
+    For one N (``medians_by_watcher``): the trigger's CPU per poll over each other watcher's
+    (keyed by watcher), and its memory growth over the floor's (key ``growth``); NaN where a
+    watcher did not run.
     """
     trigger = by_watcher["trigger"]
     ratios = {

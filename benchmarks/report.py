@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _shared import executions_done, ratio, run_rows_written, trigger_ratios  # beside this script
+from _shared import executions_done, medians_by_watcher, ratio, run_rows_written, trigger_ratios  # beside this script
 
 WATCHER_NAMES = {
     "trigger": "PredictionTrigger",
@@ -120,7 +120,7 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
     polls_limit = duration / interval + 2
     delay_limit = interval + 0.5
     for n in sorted({r["n"] for r in results}):
-        by = {r["watcher"]: r for r in results if r["n"] == n}
+        by = medians_by_watcher([r for r in results if r["n"] == n])
         t = by.get("trigger")
         if t is None:
             continue
@@ -162,7 +162,7 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
     # The ratio to replicate depends on how far above the floor replicate itself is.
     floor_vs_rep = []
     for n in sorted({r["n"] for r in results}):
-        by = {r["watcher"]: r for r in results if r["n"] == n}
+        by = medians_by_watcher([r for r in results if r["n"] == n])
         best = _best_replicate(by)
         if "floor" in by and best:
             floor_share = ratio(by["floor"]["cpu_ms_per_poll"], by[best]["cpu_ms_per_poll"])

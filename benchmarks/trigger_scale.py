@@ -9,7 +9,7 @@ watcher, the server is reset and N predictions are created on it. One child proc
 watcher, measured on its own, then watches all of them to completion in one asyncio event loop:
 
 - ``trigger``: N ``PredictionTrigger``s driven as the triggerer drives them (a task per trigger
-  running ``run()`` until its first event, then ``cleanup()``);
+  running ``run()`` to its end, its event sent on as JSON, then ``cleanup()``);
 - ``replicate``: the official ``replicate`` client (1.0.7) pointed at the emulator, one
   ``async_get`` + ``async_wait()`` per prediction at the same poll interval;
 - ``replicate-capped``: the same client's ``async_reload()`` loop with at most ``--cap``
@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _shared import percentile, pin, trigger_ratios  # beside this script
+from _shared import medians_by_watcher, percentile, pin, trigger_ratios  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 WATCHERS = ("trigger", "floor", "replicate", "replicate-capped", "trigger-metrics")
@@ -120,20 +120,24 @@ async def watch_triggers(ids: list[str], args: argparse.Namespace, seen: Seen) -
     stored = [{"prediction_id": pid, "poll_interval": args.poll_interval, "deadline": deadline} for pid in ids]
 
     async def drive(kwargs: dict[str, Any]) -> None:
-        # As the triggerer: build the trigger from its classpath and kwargs, iterate run(), take
-        # the first event, cleanup(), and send the event on as JSON (to its supervisor).
+        # As the triggerer (TriggerRunner.run_trigger): build the trigger from its classpath and
+        # kwargs, iterate run() to its end, send each event on as JSON (to its supervisor), then
+        # cleanup(). The first event is the one the task resumes with.
         trigger_class = getattr(importlib.import_module(module_name), class_name)
         trigger = trigger_class(**kwargs)
+        first = True
         try:
             async for event in trigger.run():
                 payload = event.payload
                 json.dumps(payload)
+                if not first:
+                    continue
+                first = False
                 prediction = payload.get("prediction") or {}
                 if payload["status"] in TERMINAL:
                     seen.done(trigger.prediction_id, payload["status"], prediction.get("completed_at"))
                 else:
                     seen.failed(trigger.prediction_id, payload.get("message"))
-                break
         finally:
             await trigger.cleanup()
 
@@ -517,7 +521,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"{'growth vs floor':>17}"
         )
         for n in sorted({r["n"] for r in rows}):
-            by = {r["watcher"]: r for r in rows if r["n"] == n}
+            by = medians_by_watcher([r for r in rows if r["n"] == n])
             if "trigger" not in by:
                 continue
             ratios = trigger_ratios(by)
@@ -599,8 +603,10 @@ def parent_main(args: argparse.Namespace) -> int:
                 assert server.pid is not None
                 pin(server.pid, args.server_cpu)
                 for n in args.n:
-                    for watcher in args.watchers:
-                        for _ in range(args.repeat):
+                    # Repeats interleave the watchers (floor, trigger, floor, trigger), so that a
+                    # quiet or a busy minute on the machine falls on both alike.
+                    for _ in range(args.repeat):
+                        for watcher in args.watchers:
                             result = run_one(server, watcher, n, args, Path(tmp))
                             result.update(
                                 regime=regime["name"],
@@ -652,7 +658,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="lean",
         help="what answers the polls: the lean server (default; the floor at its cheapest) or the emulator",
     )
-    p.add_argument("--repeat", type=int, default=1, help="runs of each watcher, to see the noise (default 1)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs of each watcher, interleaved; ratios are of medians (default 1)"
+    )
     p.add_argument("--cap", type=int, default=100, help="requests in flight for replicate-capped (default 100)")
     p.add_argument("--watch-timeout", type=float, default=300.0, help="give up watching after (default 300 s)")
     p.add_argument("--capacity-seconds", type=float, default=0.0, help="measure the emulator's capacity first")

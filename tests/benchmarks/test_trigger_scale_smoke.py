@@ -79,3 +79,36 @@ def test_the_deployment_benchmarks_dags_load():
     bag = DagBag(str(REPO / "benchmarks" / "dags"))
     assert bag.import_errors == {}
     assert {*SLOT_DAGS, *WAIT_DAGS} <= set(bag.dag_ids)  # batch_vs_mapped.py's DAGs are there too
+
+
+def test_a_ratio_is_of_the_watchers_medians_not_of_their_last_runs(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from _shared import medians_by_watcher, trigger_ratios
+
+    def run(watcher, cpu_ms, growth=1.0):
+        return {"watcher": watcher, "cpu_ms_per_poll": cpu_ms, "growth_mib_per_1000": growth, "errors": 0}
+
+    # The last floor run had a full garbage collection: it must not decide the ratio.
+    runs = [run("floor", 0.40), run("trigger", 0.52), run("floor", 0.42), run("trigger", 0.55)]
+    runs += [run("floor", 0.80, growth=3.0), run("trigger", 0.50)]
+    by = medians_by_watcher(runs)
+    assert by["floor"]["cpu_ms_per_poll"] == pytest.approx(0.42)
+    assert by["trigger"]["cpu_ms_per_poll"] == pytest.approx(0.52)
+    assert by["floor"]["repeats"] == 3
+    ratios = trigger_ratios(by)
+    assert ratios["floor"] == pytest.approx(0.52 / 0.42)
+    assert ratios["growth"] == pytest.approx(1.0)
+
+
+def test_repeats_alternate_the_watchers(tmp_path):
+    out = tmp_path / "scale.json"
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "trigger_scale.py"),
+        *("--n", "2", "--duration", "0.6", "--poll-interval", "0.2", "--repeat", "2"),
+        *("--watchers", "floor", "trigger", "--json", str(out)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    order = [r["watcher"] for r in json.loads(out.read_text())["results"]]
+    assert order == ["floor", "trigger", "floor", "trigger"]
