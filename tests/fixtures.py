@@ -10,6 +10,9 @@ import pytest
 from airflow_provider_cometapi.retry import RetryPolicy
 
 # Real backoff shape, shorter waits: retry tests stay fast without mocking time.
+# The bucket the S3 tests make on their moto server (tests/integration/conftest.py).
+S3_BUCKET = "generated-images"
+
 FAST_RETRIES = RetryPolicy(max_attempts=4, max_elapsed=15, backoff_base=0.05, backoff_max=0.2)
 
 

@@ -133,43 +133,43 @@ class ManifestEntry:
     def from_json(cls, data: Any, *, where: str) -> ManifestEntry:
         """One line read back, every field checked; ``where`` names the line in messages."""
         if not isinstance(data, Mapping):
-            raise _corrupt(where, "it is not a JSON object")
+            raise corrupt_manifest(where, "it is not a JSON object")
         if data.get("v") != MANIFEST_VERSION:
-            raise _corrupt(
+            raise corrupt_manifest(
                 where, f"its version {data.get('v')!r} is not {MANIFEST_VERSION} (a newer release wrote it?)"
             )
         index, line, attempts = data.get("index"), data.get("line"), data.get("attempts", 0)
-        if not _is_count(index) or not (line is None or _is_count(line)) or not _is_count(attempts):
-            raise _corrupt(where, "its index, line or attempts is not a whole number >= 0")
+        if not is_count(index) or not (line is None or is_count(line)) or not is_count(attempts):
+            raise corrupt_manifest(where, "its index, line or attempts is not a whole number >= 0")
         model_input, fingerprint, status = data.get("input"), data.get("fingerprint"), data.get("status")
         if (
             not isinstance(model_input, Mapping)
             or not isinstance(fingerprint, str)
             or not _FINGERPRINT.fullmatch(fingerprint)
         ):
-            raise _corrupt(where, "its input or fingerprint is missing or malformed")
+            raise corrupt_manifest(where, "its input or fingerprint is missing or malformed")
         if not isinstance(status, str) or not _STATUS.fullmatch(status):
-            raise _corrupt(where, f"its status {str(status)[:40]!r} is not a status")
+            raise corrupt_manifest(where, f"its status {str(status)[:40]!r} is not a status")
         error, cancelled = data.get("error"), data.get("cancelled", False)
         if not (error is None or isinstance(error, str)) or not isinstance(cancelled, bool):
-            raise _corrupt(where, "its error or cancelled field has the wrong type")
+            raise corrupt_manifest(where, "its error or cancelled field has the wrong type")
         outputs, stored, previous = data.get("outputs", []), data.get("stored"), data.get("previous_ids", [])
         if not _strings(outputs) or not (stored is None or _strings(stored)) or not _strings(previous):
-            raise _corrupt(where, "its outputs, stored or previous_ids is not a list of strings")
+            raise corrupt_manifest(where, "its outputs, stored or previous_ids is not a list of strings")
         try:
             prediction_id = data.get("prediction_id")
             checked_id = None if prediction_id is None else check_prediction_id(prediction_id)
             checked_previous = [check_prediction_id(earlier) for earlier in previous]
         except InvalidPredictionIdError as error_:
-            raise _corrupt(where, f"it names a prediction id that cannot be one ({error_})") from None
+            raise corrupt_manifest(where, f"it names a prediction id that cannot be one ({error_})") from None
         images, cost = data.get("images"), data.get("cost")
-        if not (images is None or _is_count(images)) or not (cost is None or _is_amount(cost)):
-            raise _corrupt(where, "its images or cost is not a number >= 0")
+        if not (images is None or is_count(images)) or not (cost is None or _is_amount(cost)):
+            raise corrupt_manifest(where, "its images or cost is not a number >= 0")
         completed_at = data.get("completed_at")
         if not (completed_at is None or (isinstance(completed_at, str) and len(completed_at) <= MAX_TIME_CHARS)):
-            raise _corrupt(where, "its completed_at is not a time")
+            raise corrupt_manifest(where, "its completed_at is not a time")
         if status not in (PENDING, UNCERTAIN, SKIPPED) and status != "failed" and checked_id is None:
-            raise _corrupt(where, f"its status is {status} but it names no prediction")
+            raise corrupt_manifest(where, f"its status is {status} but it names no prediction")
         return cls(
             index=index,
             input=dict(model_input),
@@ -195,7 +195,7 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _STATUS = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
 
 
-def _is_count(value: Any) -> TypeGuard[int]:
+def is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -207,7 +207,7 @@ def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def _corrupt(where: str, why: str) -> BatchManifestError:
+def corrupt_manifest(where: str, why: str) -> BatchManifestError:
     return BatchManifestError(
         f"Cannot read the batch manifest: {where} {why}. The manifest is the record of which inputs already "
         "have a prediction, so the batch stops rather than risk paying twice. Restore the file, or delete it "
@@ -245,18 +245,18 @@ def parse_manifest(lines: Iterable[str | bytes], *, uri: str) -> list[ManifestEn
             continue
         where = f"line {number} of {uri}"
         if len(text) > MAX_LINE_BYTES:
-            raise _corrupt(where, f"is longer than {MAX_LINE_BYTES // 1024} KiB")
+            raise corrupt_manifest(where, f"is longer than {MAX_LINE_BYTES // 1024} KiB")
         try:
             data = json.loads(text)
         except ValueError as error:
-            raise _corrupt(where, f"is not JSON ({error}; a truncated or edited file?)") from None
+            raise corrupt_manifest(where, f"is not JSON ({error}; a truncated or edited file?)") from None
         entry = ManifestEntry.from_json(data, where=where)
         if entry.index in by_index:
-            raise _corrupt(where, f"lists input {entry.index} a second time")
+            raise corrupt_manifest(where, f"lists input {entry.index} a second time")
         by_index[entry.index] = entry
     missing = [index for index in range(len(by_index)) if index not in by_index]
     if missing:
-        raise _corrupt(
+        raise corrupt_manifest(
             uri, f"lacks input {missing[0]} (it lists {len(by_index)} inputs, numbered up to {max(by_index)})"
         )
     return [by_index[index] for index in range(len(by_index))]
@@ -366,96 +366,3 @@ def counts(entries: Iterable[ManifestEntry]) -> dict[str, int]:
         else:
             tally["pending"] += 1
     return tally
-
-
-# --- The journal ----------------------------------------------------------------------------
-
-
-class Journal:
-    """
-    Prediction ids appended one line each as soon as a create answers, beside a local manifest.
-
-    A manifest is rewritten whole, so at most about once a second; the journal closes the gap in
-    between where the manifest is on a local disk: each id is one ``write`` to a file opened for
-    appending, which a killed process does not lose (the kernel has it). A later try replays it
-    into the manifest, and each checkpoint that wrote the manifest empties it. A last line cut
-    short (the process was killed inside that one write) is ignored; any other bad line fails.
-    Object stores have no append: there the checkpoint interval is the window (docs/batch.md).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._handle: Any = None
-
-    def append(self, index: int, prediction_id: str) -> None:
-        import os
-
-        if self._handle is None:
-            self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(self._handle, f'{{"index":{index},"prediction_id":"{prediction_id}"}}\n'.encode())
-
-    def read(self) -> dict[int, list[str]]:
-        """Index to the prediction ids written for it, in the order written (a retried input has several)."""
-        try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            return {}
-        except OSError as error:
-            raise BatchManifestError(f"Cannot read the batch journal {self.path}: {error}.") from error
-        lines = data.split(b"\n")
-        complete, last = lines[:-1], lines[-1]  # ``last`` is empty unless the final write was cut
-        ids: dict[int, list[str]] = {}
-        for number, raw in enumerate(complete, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-                index, prediction_id = record["index"], check_prediction_id(record["prediction_id"])
-                if not _is_count(index):
-                    raise ValueError("index")
-            except (ValueError, KeyError, TypeError, InvalidPredictionIdError):
-                raise _corrupt(f"line {number} of the journal {self.path}", "is not one of ours") from None
-            ids.setdefault(index, []).append(prediction_id)
-        del last
-        return ids
-
-    def clear(self) -> None:
-        """Empty it (the manifest now has every id); kept open for the next appends."""
-        import os
-
-        if self._handle is not None:
-            os.ftruncate(self._handle, 0)
-        elif os.path.exists(self.path):
-            os.truncate(self.path, 0)
-
-    def close(self) -> None:
-        import os
-
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            os.close(handle)
-
-
-def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, Sequence[str]]) -> int:
-    """
-    Give the entries the ids the journal has and the manifest lacks; how many were given.
-
-    The journal holds only ids created since the manifest was last written (each checkpoint
-    empties it), so an id the entry does not know is newer than the one it has: an input
-    created again (``retry_failed``) keeps its earlier id in ``previous_ids``.
-    """
-    given = 0
-    for index, prediction_ids in journaled.items():
-        if not 0 <= index < len(entries):
-            continue
-        entry = entries[index]
-        for prediction_id in prediction_ids:
-            if prediction_id == entry.prediction_id or prediction_id in entry.previous_ids:
-                continue  # written to the manifest before the journal was emptied
-            if entry.prediction_id is not None:
-                entry.previous_ids.append(entry.prediction_id)
-            entry.prediction_id, entry.status, entry.attempts = prediction_id, "starting", entry.attempts + 1
-            entry.error, entry.outputs, entry.stored = None, [], None
-            given += 1
-    return given

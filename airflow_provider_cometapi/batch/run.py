@@ -10,14 +10,13 @@ pace). Meanwhile a ``BackgroundPoller`` polls the running predictions on a threa
 and another small pool asks CometAPI again about each one that ended (fresh output URLs) and
 stores its outputs (``storage.store_prediction``, the storage operator's own code path). Only
 this thread touches the entries: the pools and the poller hand results back. Failed inputs get
-their new predictions (``retry_failed``). Each id is in the journal (local manifests) as soon as
+their new predictions (``retry_failed``). Each id is in the journal (``batch.journal``) as soon as
 its create answers, and in the manifest at the next checkpoint; whatever ends the loop, the
 creates in flight are waited for and recorded first. The hook does every request.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_cometapi.batch import manifest as manifest_lines
 from airflow_provider_cometapi.batch.inputs import BatchInput
+from airflow_provider_cometapi.batch.journal import journal_for, replay
 from airflow_provider_cometapi.batch.manifest import PENDING, SKIPPED, UNCERTAIN, ManifestEntry, shown_input
 from airflow_provider_cometapi.batch.pacing import CreatePacer
 from airflow_provider_cometapi.batch.poller import BackgroundPoller
@@ -64,11 +64,9 @@ if TYPE_CHECKING:
     from airflow_provider_cometapi.retry import LoggerLike
 
 # The manifest is rewritten at most this often while the batch runs (and always before a wait
-# and at the end). In an object store that is the window of ids a killed worker may lose.
-CHECKPOINT_SECONDS = 1.0
-# Beside a journal (a local or shared disk) every id is durable the moment its create answers;
-# the manifest then only spares a resume asking again about what ended, so it is written less.
-JOURNALED_CHECKPOINT_SECONDS = 5.0
+# and at the end). Every id is in the journal the moment its create answers, so the manifest
+# only spares a resume asking again about what ended.
+CHECKPOINT_SECONDS = 5.0
 # Creates in a row that fail without an id (5xx, timeouts, resets, refused) before the batch stops.
 MAX_CREATE_FAILURES = 3
 CANCEL_CONCURRENCY = 16
@@ -132,6 +130,7 @@ class BatchRun:
         self._logged = time.monotonic()
         self.created = 0
         self.journal = journal_for(manifest_folder, manifest_name)
+        self._journal_failed = False
         self._lines = manifest_lines.RenderedLines()
         # Running counts, kept by ``_update`` (every change of an entry goes through it): no
         # decision before a create scans the entries.
@@ -149,7 +148,6 @@ class BatchRun:
         self._create_pool: ThreadPoolExecutor | None = None
         self._creating: dict[Future[Created], ManifestEntry] = {}
         self._created: deque[Future[Created]] = deque()
-        self._journal_lock = threading.Lock()
         self._poller: BackgroundPoller | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._storing: dict[Future[Settled], ManifestEntry] = {}
@@ -197,7 +195,7 @@ class BatchRun:
             return cls.fresh_entries(model, inputs), False
         manifest_lines.check_matches(entries, cls.fingerprints(model, inputs), uri=str(path))
         journal = journal_for(path.parent, path.name)
-        if journal is not None and (replayed := manifest_lines.replay(entries, journal.read())):
+        if replayed := replay(entries, journal.read()):
             log.info("Took %d prediction ids from the journal that the manifest did not have yet.", replayed)
         tally = manifest_lines.counts(entries)
         log.info(
@@ -213,13 +211,12 @@ class BatchRun:
     def checkpoint(self, *, force: bool = False) -> None:
         """
         Rewrite the manifest (atomically) if it changed, at most every ``CHECKPOINT_SECONDS``
-        (``JOURNALED_CHECKPOINT_SECONDS`` beside a journal) unless forced.
+        unless forced.
         """
-        interval = CHECKPOINT_SECONDS if self.journal is None else JOURNALED_CHECKPOINT_SECONDS
-        if not force and (not self._dirty or time.monotonic() - self._checkpointed < interval):
+        if not force and (not self._dirty or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS):
             return
         store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries, self._lines))
-        if self.journal is not None and not self._creating:
+        if not self._creating:
             # Every id it held is in the manifest now. Not while creates are out: one may have
             # journaled an id this thread has not recorded yet (the next quiet checkpoint clears).
             self.journal.clear()
@@ -238,11 +235,10 @@ class BatchRun:
     def close(self, *, finished: bool = False) -> None:
         """Let go of the journal; a finished batch's manifest has every id, so its journal goes."""
         self._stop_background()
-        if self.journal is not None:
+        if finished:
+            self.journal.remove()
+        else:
             self.journal.close()
-            if finished:
-                with suppress(OSError):
-                    os.unlink(self.journal.path)
 
     def remove_stale_manifest_copies(self) -> None:
         """Temporary copies a killed checkpoint left (``.<name>.partial-<hex>``); best effort."""
@@ -436,9 +432,20 @@ class BatchRun:
             prediction = self.hook.create_prediction(self.model, self.inputs[index].input)
         except CometAPIError as error:
             return Created(None, error)
-        if self.journal is not None:
-            with self._journal_lock:
-                self.journal.append(index, prediction.id)  # first: durable before anything else happens
+        try:
+            self.journal.append(index, prediction.id)  # first: durable before anything else happens
+        except Exception as error:  # the id is still recorded, at the next checkpoint
+            if not self._journal_failed:  # once: a store that refuses refuses every create
+                self._journal_failed = True
+                self.log.warning(
+                    "Could not journal prediction %s (input %d) in %s: %s. It is recorded at the next "
+                    "manifest checkpoint, as every id the journal refuses (not logged again); a worker "
+                    "killed before then may create it again.",
+                    prediction.id,
+                    index,
+                    self.journal.location,
+                    error,
+                )
         return Created(prediction, None)
 
     def _created_one(self, future: Future[Created]) -> None:
@@ -887,13 +894,6 @@ class Settled:
     stored: list[str] | None = None
     images: int | None = None
     completed_at: str | None = None
-
-
-def journal_for(folder: ObjectStoragePath, name: str) -> manifest_lines.Journal | None:
-    """The journal beside a manifest on a local disk; ``None`` on an object store (no appends there)."""
-    if (folder.protocol or "") not in ("", "file", "local"):
-        return None
-    return manifest_lines.Journal(f"{folder.path.rstrip('/')}/.{name}.journal")
 
 
 def _line(tally: Mapping[str, int]) -> str:

@@ -64,8 +64,8 @@ class CreatePredictionBatchOperator(BaseOperator):
     input created, or every slot taken) and nothing is being stored, the wait is deferred to one
     ``PredictionBatchTrigger`` (with ``deferrable=False`` the worker polls on); the task resumes
     to store what ended while it creates the rest. The manifest (JSON Lines, one line per input: index, input,
-    prediction id, status, error, stored URIs or output URLs, attempts) records each prediction
-    id within ``CHECKPOINT_SECONDS`` of its creation; a later try, or a cleared task, reads it
+    prediction id, status, error, stored URIs or output URLs, attempts) and its journal record
+    each prediction id as soon as its create answers; a later try, or a cleared task, reads them
     back and never creates a second prediction for an input that has one. See docs/batch.md.
 
     Return value (XCom ``return_value``): ``{"manifest", "destination", "total", "succeeded",

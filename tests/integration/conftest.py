@@ -5,13 +5,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fixtures import S3_BUCKET, set_connection
 
 TEST_DAGS = Path(__file__).parent / "dags"
 STARTUP_BOUND = 30  # s for the in-process execution API's startup (it takes milliseconds)
@@ -124,3 +129,67 @@ def run_dag(dagbag, cometapi_conn):
         return DagRunResult(dagbag.get_dag(dag_id).test())
 
     return run
+
+
+# --- S3 (moto in server mode) ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """
+    A real S3-compatible server (moto in server mode) on a free loopback port, one per session:
+    the file systems Airflow and s3fs cache keep the endpoint they were made with.
+    """
+    port = _free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """The connection ``aws_moto`` to it, the bucket ``S3_BUCKET`` made, and a boto3 client."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    set_connection(
+        monkeypatch,
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+        },
+        conn_id="aws_moto",
+    )
+    boto3 = pytest.importorskip("boto3")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    return client

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from airflow_provider_cometapi.batch.journal import FileJournal, replay
 from airflow_provider_cometapi.batch.manifest import (
     PENDING,
-    Journal,
     ManifestEntry,
     RenderedLines,
     check_matches,
@@ -16,7 +16,6 @@ from airflow_provider_cometapi.batch.manifest import (
     parse_manifest,
     read_manifest,
     render_manifest,
-    replay,
     shown_input,
 )
 from airflow_provider_cometapi.batch.policy import FailurePolicy
@@ -135,7 +134,7 @@ def test_resume_decisions(fields, retry_failed, retried):
 
 
 def test_journal_replays_ids_the_manifest_lacks_and_ignores_a_cut_last_line(tmp_path):
-    journal = Journal(str(tmp_path / ".m.journal"))
+    journal = FileJournal(str(tmp_path / ".m.journal"))
     journal.append(0, "first")
     journal.append(2, "third")
     journal.close()
@@ -151,7 +150,7 @@ def test_journal_replays_ids_the_manifest_lacks_and_ignores_a_cut_last_line(tmp_
 
 
 def test_journal_does_not_bring_back_an_earlier_attempt(tmp_path):
-    journal = Journal(str(tmp_path / ".m.journal"))
+    journal = FileJournal(str(tmp_path / ".m.journal"))
     journal.append(0, "old")
     retried = entry(0, previous_ids=["old"], attempts=1)
     assert replay([retried], journal.read()) == 0
@@ -159,7 +158,7 @@ def test_journal_does_not_bring_back_an_earlier_attempt(tmp_path):
 
 def test_journal_replays_the_new_attempts_of_a_retried_input(tmp_path):
     # The manifest was written while attempt 1 ran; attempts 2 and 3 exist only in the journal.
-    journal = Journal(str(tmp_path / ".m.journal"))
+    journal = FileJournal(str(tmp_path / ".m.journal"))
     journal.append(0, "second")
     journal.append(0, "third")
     assert journal.read() == {0: ["second", "third"]}
@@ -174,4 +173,4 @@ def test_a_bad_journal_line_before_the_last_fails(tmp_path):
     path = tmp_path / ".m.journal"
     path.write_bytes(b'garbage\n{"index":0,"prediction_id":"a"}\n')
     with pytest.raises(BatchManifestError, match="line 1 of the journal"):
-        Journal(str(path)).read()
+        FileJournal(str(path)).read()
