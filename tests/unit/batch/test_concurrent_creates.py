@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -70,6 +71,44 @@ def test_creates_in_flight_when_the_batch_stops_are_recorded_and_never_sent_agai
     result = operator(tmp_path, batch, max_in_flight=100, deferrable=False).execute(context())
     assert result["succeeded"] == 8 and cometapi_conn.stats()["creates"] == 8
     assert len({line["prediction_id"] for line in lines(result)}) == 8
+
+
+def test_a_create_whose_callback_has_not_handed_it_over_is_still_recorded(tmp_path, cometapi_conn, monkeypatch):
+    # concurrent.futures.wait returns once a future is done, before its done-callbacks have run:
+    # a create can have answered without the loop having been handed it yet. Here the three slow
+    # creates' callbacks never hand them over before the loop stops (a bad key on the fourth).
+    real, delayed = CometAPIHook.create_prediction, set()
+
+    def create(self, model, input, **kwargs):
+        started = time.monotonic()
+        prediction = real(self, model, input, **kwargs)
+        if time.monotonic() - started > 0.5:
+            delayed.add(prediction.id)
+        return prediction
+
+    real_handover = batch_run.BatchRun._created_one
+
+    def handover(self, future):
+        created = future.result()
+        if created.prediction is not None and created.prediction.id in delayed:
+            return  # its callback "has not run yet" when the loop settles
+        real_handover(self, future)
+
+    monkeypatch.setattr(CometAPIHook, "create_prediction", create)
+    monkeypatch.setattr(batch_run.BatchRun, "_created_one", handover)
+    cometapi_conn.add_fault(kind="slow", route="create", count=3, delay=1.0)
+    cometapi_conn.add_fault(kind="error", route="create", count=1, status=401)
+    batch = inputs(8, duration=0.2)
+    with pytest.raises(AuthenticationError):
+        operator(tmp_path, batch, max_in_flight=100, deferrable=False).execute(context())
+    assert len(delayed) == 3
+    (manifest,) = tmp_path.glob("*.manifest.jsonl")
+    recorded = {line["prediction_id"] for line in map(_json, manifest.read_text().splitlines())}
+    assert delayed <= recorded
+
+    monkeypatch.setattr(batch_run.BatchRun, "_created_one", real_handover)
+    operator(tmp_path, batch, max_in_flight=100, deferrable=False).execute(context())
+    assert cometapi_conn.stats()["creates"] == 8  # none of the three was created again
 
 
 def _json(text):
