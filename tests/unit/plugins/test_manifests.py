@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from types import SimpleNamespace
 
 import pytest
-from fastapi.testclient import TestClient
 
-from airflow_provider_cometapi.plugins import files, runs
-from airflow_provider_cometapi.plugins.app import app
-from airflow_provider_cometapi.plugins.auth import require_dag_read
-from airflow_provider_cometapi.plugins.manifests import MANIFESTS, ManifestCache
+from airflow_provider_cometapi.plugins import files
+from airflow_provider_cometapi.plugins.manifests import ManifestCache
 from airflow_provider_cometapi.plugins.records import TaskRef
+from tests.gallery import gallery_over_records
 
 BATCH = TaskRef("batch")
 IMAGES = 500
@@ -33,35 +29,11 @@ def write_batch(folder, count: int = IMAGES) -> dict:
     return {"manifest": manifest.as_uri(), "total": count, "succeeded": count, "failed": 0}
 
 
-class FakeSession:
-    """The run exists, its task instances have no state: all load_run asks of the database here."""
-
-    def scalar(self, statement):
-        return 1
-
-    def execute(self, statement):
-        return []
-
-
 @pytest.fixture
 def run_of(monkeypatch):
     """The gallery app, signed in, over a run whose only record is ``values`` (a batch's result)."""
-    values: list = []
-    monkeypatch.setattr("airflow.utils.session.create_session", lambda: contextlib.nullcontext(FakeSession()))
-    monkeypatch.setattr(runs, "_recorded_values", lambda session, dag_id, run_id, task: list(values))
-    reads: list[str] = []
-    real_open_text = files.open_text
-
-    def counting_open_text(uri: str) -> str:
-        reads.append(uri)
-        return real_open_text(uri)
-
-    monkeypatch.setattr(files, "open_text", counting_open_text)
-    app.dependency_overrides[require_dag_read] = lambda: SimpleNamespace(name="viewer")
-    MANIFESTS.clear()
-    yield SimpleNamespace(values=values, reads=reads, client=TestClient(app))
-    app.dependency_overrides.clear()
-    MANIFESTS.clear()
+    with gallery_over_records(monkeypatch) as gallery:
+        yield gallery
 
 
 def test_a_page_of_500_batch_images_and_their_500_files_read_the_manifest_once(run_of, tmp_path):
