@@ -21,6 +21,7 @@ from airflow_provider_cometapi.api import (
     download_request,
     get_prediction_request,
     list_models_request,
+    redact_url,
     same_origin,
 )
 from airflow_provider_cometapi.exceptions import CometAPIConfigurationError, CometAPIError, NotFoundError
@@ -354,7 +355,8 @@ class CometAPIHook(BaseHook):
             )
         except CometAPIError as exc:
             return False, str(exc)
-        return True, f"Connected to {settings.base_url}: the API key works ({len(models)} models available)."
+        where = redact_url(settings.base_url)  # a Base URL may carry user info
+        return True, f"Connected to {where}: the API key works ({len(models)} models available)."
 
     # --- Async calls ---------------------------------------------------------------------
 

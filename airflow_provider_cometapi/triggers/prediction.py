@@ -13,6 +13,7 @@ import structlog
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_cometapi import metrics, parameters
+from airflow_provider_cometapi.api import redact_urls
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.polling import (
     CANCEL_TIMEOUT,
@@ -136,7 +137,9 @@ class PredictionTrigger(CometAPITrigger):
                 watch,
                 error_event(
                     self.prediction_id,
-                    f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
+                    # Whatever raised may name a URL it tried: shown without its query or user info.
+                    f"Waiting for prediction {self.prediction_id} failed unexpectedly: "
+                    f"{type(error).__name__}: {redact_urls(str(error))}",
                 ),
             )
         finally:
