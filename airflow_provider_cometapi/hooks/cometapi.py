@@ -47,7 +47,13 @@ from airflow_provider_cometapi.responses import (
 from airflow_provider_cometapi.retry import LoggerLike, RetryPolicy
 from airflow_provider_cometapi.sessions import LoopSession, SharedLookups
 from airflow_provider_cometapi.settings import USER_AGENT, CometAPISettings, base_url_of
-from airflow_provider_cometapi.transport import Deadline, blocking_session, read_async, read_blocking
+from airflow_provider_cometapi.transport import (
+    ASYNC_MAX_REDIRECTS,
+    Deadline,
+    blocking_session,
+    read_async,
+    read_blocking,
+)
 
 __all__ = ["USER_AGENT", "CometAPIHook", "CometAPISettings", "base_url_of"]
 
@@ -387,7 +393,12 @@ class CometAPIHook(BaseHook):
             timeout = settings.client_timeout(request, seconds)
             try:
                 async with session.request(
-                    request.method, url, json=request.json, headers=headers, timeout=timeout
+                    request.method,
+                    url,
+                    json=request.json,
+                    headers=headers,
+                    timeout=timeout,
+                    max_redirects=ASYNC_MAX_REDIRECTS,
                 ) as response:
                     limit = body_limit(response.status)
                     body, more = await read_async(response, limit)
