@@ -30,6 +30,8 @@ _CHUNK = 64 * 1024
 _current = threading.local()
 # Redirects one request follows; the gateway and file hosts need one or two, more is a loop.
 MAX_REDIRECTS = 10
+# aiohttp's limit counts the redirect it refuses to follow, requests' does not: both follow MAX_REDIRECTS.
+ASYNC_MAX_REDIRECTS = MAX_REDIRECTS + 1
 
 
 def downgrades(origin: str, location: str) -> bool:
@@ -194,10 +196,6 @@ def refusing_downgrades() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_request_redirect.append(on_redirect)
     return trace
-
-
-# aiohttp counts the redirect it refuses to follow, requests does not: both follow MAX_REDIRECTS.
-ASYNC_MAX_REDIRECTS = MAX_REDIRECTS + 1
 
 
 async def read_async(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -33,13 +33,14 @@ class PredictionSensor(BaseSensorOperator):
     Fails at once, without more poking, when the prediction ends ``failed``, ``canceled`` or
     ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout), after pushing the
     same small record of it as ``CreatePredictionOperator`` (XCom ``failed_prediction``: ``id``,
-    ``status``, ``model``, ``error`` cut to 1,000 characters, its times) for the Images tab. The arguments of
-    every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``, ``timeout``,
-    ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the poll interval
-    and ``timeout`` the trigger's absolute deadline. ``timeout`` must be finite and positive
-    (no poke outlives it), and so must ``poke_interval`` when deferred; a 0 ``poke_interval``
-    in poke or reschedule mode is allowed as Airflow allows it. Checked when the DAG is parsed
-    (``InvalidParameterError``).
+    ``status``, ``model``, ``error`` cut to 1,000 characters, its times) for the Images tab.
+
+    The arguments of every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``,
+    ``timeout``, ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the
+    poll interval and ``timeout`` the trigger's absolute deadline. ``timeout`` must be finite and
+    positive (no poke outlives it), and so must ``poke_interval`` when deferred; a 0
+    ``poke_interval`` in poke or reschedule mode is allowed as Airflow allows it. Checked when
+    the DAG is parsed (``InvalidParameterError``).
 
     :param prediction_id: the prediction to wait for, e.g.
         ``"{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"``. Templated.
