@@ -216,11 +216,27 @@ class PredictionNotStorableError(CometAPIError):
 
 
 class UnsupportedOutputURLError(CometAPIError):
-    """An output URL whose scheme is not ``http``, ``https`` or ``data``; never fetched."""
+    """
+    An output URL whose scheme is not ``http``, ``https`` or ``data``, or a redirect to one (or
+    from ``https`` to plain ``http``); never fetched.
+    """
 
     def __init__(self, message: str, *, scheme: str) -> None:
         super().__init__(message)
         self.scheme = scheme
+
+
+class TooManyRedirectsError(CometAPIError):
+    """
+    A request redirected more often than any gateway or file host needs: a loop, which the same
+    request would only meet again, so it is not retried.
+
+    :ivar url: the URL asked for, without its query or user info.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class MalformedOutputError(CometAPIError):

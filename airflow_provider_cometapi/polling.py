@@ -40,6 +40,8 @@ from airflow_provider_cometapi.models import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
     from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
     from airflow_provider_cometapi.retry import LoggerLike
 
@@ -52,6 +54,12 @@ MAX_FAILED_POLLS = 3
 # Cancelling has its own short deadline: a gateway that does not answer must not hold a task
 # (or a trigger's on_kill, which Airflow gives a bounded time) long after its wait ended.
 CANCEL_TIMEOUT = 10.0
+# The XCom a prediction that ended failed, canceled or aborted leaves before the task fails
+# (``record_failure``), whether the operator or the sensor waited: what the Images tab shows in
+# place of its image.
+FAILED_PREDICTION_XCOM_KEY = "failed_prediction"
+# The gateway's error text is untrusted and may be long: the record keeps this much of it.
+MAX_RECORDED_ERROR_CHARS = 1000
 # A request cut by the wait's deadline may end a hair before it by the clock read afterwards.
 _DEADLINE_SLACK = 0.1
 # In LogMode.COLLECT, a wait that lasts says how it is doing this often (seconds), and only then.
@@ -410,6 +418,46 @@ def _unexpected(event: object, why: str) -> UnexpectedEventError:
         f"{shown[:300] + '...' if len(shown) > 300 else shown}. This is a bug or a trigger from another "
         "provider version; clear the task to wait again."
     )
+
+
+_RECORDED_FIELDS = {"model": 200, "created_at": 64, "started_at": 64, "completed_at": 64}
+
+
+def failure_record(prediction_id: str, status: str, prediction: Mapping[str, Any] | None) -> dict[str, Any]:
+    """
+    What XCom keeps of a prediction that ended unsuccessfully: small and bounded, with nothing
+    from its input, outputs or log (where a URL's signature or a secret could be).
+    """
+    prediction = prediction or {}
+    error = prediction.get("error")
+    record: dict[str, Any] = {
+        "id": prediction_id,
+        "status": status,
+        "error": None if error in (None, "") else _cut(str(error), MAX_RECORDED_ERROR_CHARS),
+    }
+    for key, limit in _RECORDED_FIELDS.items():
+        if isinstance(value := prediction.get(key), str) and value:
+            record[key] = value[:limit]
+    return record
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def record_failure(context: Context, event: object, log: LoggerLike) -> None:
+    """
+    Push the ``failed_prediction`` XCom for an event of a prediction that ended unsuccessfully.
+
+    Best effort: the prediction's own error is what fails the task, so a record that cannot be
+    pushed is only logged.
+    """
+    try:
+        checked = read_event(event)
+        record = failure_record(checked["prediction_id"], checked["status"], checked["prediction"])
+        context["ti"].xcom_push(key=FAILED_PREDICTION_XCOM_KEY, value=record)
+    except Exception as error:
+        log.warning("Could not record the failed prediction for the Images tab: %s", error)
 
 
 def resolve_event(event: object, hook: CometAPIHook) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from airflow_provider_cometapi.api import ApiRequest, Operation, redact_url, redact_urls
+from airflow_provider_cometapi.api import ApiRequest, Operation, api_url, redact_url, redact_urls
 from airflow_provider_cometapi.exceptions import (
     AuthenticationError,
     CometAPIConnectionError,
@@ -43,6 +43,7 @@ from airflow_provider_cometapi.exceptions import (
     RateLimitedError,
     ResponseTooLargeError,
     ServerError,
+    TooManyRedirectsError,
     UnsupportedOutputURLError,
 )
 from airflow_provider_cometapi.settings import connection_named
@@ -405,6 +406,9 @@ def requests_failure(
         # names the redirect's target only in its message ("No connection adapters were found for '...'").
         quoted = _QUOTED.search(str(exc))
         return redirect_refused(request, quoted["url"] if quoted else "")
+    if isinstance(exc, requests.TooManyRedirects):
+        last = exc.response.headers.get("Location", "") if exc.response is not None else ""
+        return too_many_redirects(request, settings, last)
     if isinstance(exc, requests.ConnectTimeout):
         return connection_failure(request, settings, "connect timeout", request_sent=False)
     if isinstance(exc, requests.Timeout) or _read_timeout_in(exc):
@@ -422,17 +426,50 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
 def redirect_refused(request: ApiRequest, target: str) -> UnsupportedOutputURLError:
     """
     ``request`` was redirected to ``target``, which is not an http(s) URL with a host (``file://``,
-    ``ftp://``...): it is not followed, and, the answer being the gateway's or file host's choice,
-    not retried either.
+    ``ftp://``...) or leaves https for plain http: it is not followed, and, the answer being the
+    gateway's or file host's choice, not retried either.
     """
     scheme = target.split(":", 1)[0].lower() if ":" in target else ""
     scheme = scheme if _SCHEME.fullmatch(scheme) else ""
     what = f"The output {request.subject}" if request.operation is Operation.DOWNLOAD else request.describe()
     where = f"{redact_url(target)!r} (scheme {scheme or 'none'!r})" if target else "a URL that is not http(s)"
+    # An http target is refused only when the request was https (transport.downgrades).
+    rule = (
+        "the provider never follows a redirect from https to plain http (the request and its answer would "
+        "travel unencrypted)"
+        if scheme == "http"
+        else "the provider follows redirects only to http(s) URLs with a host"
+    )
     return UnsupportedOutputURLError(
-        f"{what} was redirected to {where}; the provider follows redirects only to http(s) URLs with a host, "
-        "and does not fetch it. This is a gateway fault: report it to CometAPI.",
+        f"{what} was redirected to {where}; {rule}, and does not fetch it. "
+        "This is a gateway fault: report it to CometAPI.",
         scheme=scheme,
+    )
+
+
+def too_many_redirects(request: ApiRequest, settings: CometAPISettings, last: str) -> TooManyRedirectsError:
+    """
+    ``request`` kept being redirected (``transport.MAX_REDIRECTS`` times, ``last`` the next
+    target): a loop, which a retry would only run again.
+    """
+    from airflow_provider_cometapi.transport import MAX_REDIRECTS
+
+    if request.operation is Operation.DOWNLOAD:
+        url = request.subject
+        fix = "This is a file host fault: report it to CometAPI."
+    else:
+        url = redact_url(api_url(settings.base_url, request.path))
+        fix = (
+            f"Check the 'Base URL' of {connection_named(settings.conn_id)}: it must be the gateway's API address "
+            "itself (empty for https://api.cometapi.com), not one that redirects; if it is, report it to CometAPI."
+        )
+        if request.operation is Operation.CREATE:
+            fix += " The prediction may have been created: it is not created again automatically."
+    then = f" (the last answer pointed to {redact_url(last)!r})" if last else ""
+    return TooManyRedirectsError(
+        f"{request.method} {url} was redirected more than {MAX_REDIRECTS} times{then}: a redirect loop, which "
+        f"trying again would not end, so the request is not retried. {fix}",
+        url=url,
     )
 
 
@@ -455,6 +492,9 @@ def aiohttp_failure(
 
     if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError):
         return redirect_refused(request, str(exc.args[0]) if exc.args else "")  # the target, in both
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        last = exc.history[-1].headers.get("Location", "") if exc.history else ""
+        return too_many_redirects(request, settings, last)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return connection_failure(request, settings, exc, request_sent=False)
     if isinstance(exc, aiohttp.SocketTimeoutError):

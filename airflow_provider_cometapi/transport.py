@@ -7,6 +7,9 @@ timer that shuts the call's sockets down when it passes, which ends any read blo
 The sockets are registered by the connection class of the session ``blocking_session`` makes.
 Async calls get the same bound from aiohttp's total timeout. Bodies are read in chunks, never
 past a limit, on both paths.
+
+Both paths follow the same redirects: at most ``MAX_REDIRECTS``, and never one from ``https``
+to plain ``http`` (refused as the library refuses one to ``file://``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,21 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _CHUNK = 64 * 1024
 _current = threading.local()
+# Redirects one request follows; the gateway and file hosts need one or two, more is a loop.
+MAX_REDIRECTS = 10
+# aiohttp's limit counts the redirect it refuses to follow, requests' does not: both follow MAX_REDIRECTS.
+ASYNC_MAX_REDIRECTS = MAX_REDIRECTS + 1
+
+
+def downgrades(origin: str, location: str) -> bool:
+    """Whether a redirect from ``origin`` to ``location`` (the header as sent) leaves https for plain http."""
+    # Only an absolute http: location changes the scheme; a relative or "//host" one keeps it.
+    return origin[:6].lower() == "https:" and location.lstrip()[:5].lower() == "http:"
+
+
+def downgrade_refused(location: str) -> str:
+    """The library error's words for a refused downgrade: the target first, quoted (``requests_failure`` reads it)."""
+    return f"{location!r} is plain http, redirected to from https"
 
 
 class Deadline:
@@ -121,6 +139,15 @@ class _Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._environment: dict[tuple[Any, ...], Any] = {}
+        self.max_redirects = MAX_REDIRECTS
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests asks this before it follows each redirect: a downgrade is refused there.
+        location = super().get_redirect_target(resp)
+        if location is not None and downgrades(str(resp.url), location):
+            resp.close()
+            raise requests.exceptions.InvalidSchema(downgrade_refused(location))
+        return location
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
         try:
@@ -156,6 +183,19 @@ def read_blocking(response: requests.Response, limit: int) -> tuple[bytes, bool]
         if len(body) > limit:
             return bytes(body[:limit]), True
     return bytes(body), False
+
+
+def refusing_downgrades() -> aiohttp.TraceConfig:
+    """For an aiohttp session: refuse a redirect from https to plain http before it is followed."""
+
+    async def on_redirect(session: Any, context: Any, params: aiohttp.TraceRequestRedirectParams) -> None:
+        location = params.response.headers.get("Location")
+        if location is not None and downgrades(str(params.url), location):
+            raise aiohttp.InvalidUrlRedirectClientError(location, downgrade_refused(location))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(on_redirect)
+    return trace
 
 
 async def read_async(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -21,6 +21,7 @@ from airflow_provider_cometapi.api import (
     download_request,
     get_prediction_request,
     list_models_request,
+    redact_url,
     same_origin,
 )
 from airflow_provider_cometapi.exceptions import CometAPIConfigurationError, CometAPIError, NotFoundError
@@ -46,7 +47,13 @@ from airflow_provider_cometapi.responses import (
 from airflow_provider_cometapi.retry import LoggerLike, RetryPolicy
 from airflow_provider_cometapi.sessions import LoopSession, SharedLookups
 from airflow_provider_cometapi.settings import USER_AGENT, CometAPISettings, base_url_of
-from airflow_provider_cometapi.transport import Deadline, blocking_session, read_async, read_blocking
+from airflow_provider_cometapi.transport import (
+    ASYNC_MAX_REDIRECTS,
+    Deadline,
+    blocking_session,
+    read_async,
+    read_blocking,
+)
 
 __all__ = ["USER_AGENT", "CometAPIHook", "CometAPISettings", "base_url_of"]
 
@@ -354,7 +361,8 @@ class CometAPIHook(BaseHook):
             )
         except CometAPIError as exc:
             return False, str(exc)
-        return True, f"Connected to {settings.base_url}: the API key works ({len(models)} models available)."
+        where = redact_url(settings.base_url)  # a Base URL may carry user info
+        return True, f"Connected to {where}: the API key works ({len(models)} models available)."
 
     # --- Async calls ---------------------------------------------------------------------
 
@@ -385,7 +393,12 @@ class CometAPIHook(BaseHook):
             timeout = settings.client_timeout(request, seconds)
             try:
                 async with session.request(
-                    request.method, url, json=request.json, headers=headers, timeout=timeout
+                    request.method,
+                    url,
+                    json=request.json,
+                    headers=headers,
+                    timeout=timeout,
+                    max_redirects=ASYNC_MAX_REDIRECTS,
                 ) as response:
                     limit = body_limit(response.status)
                     body, more = await read_async(response, limit)

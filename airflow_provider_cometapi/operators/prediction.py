@@ -39,6 +39,7 @@ from airflow_provider_cometapi.polling import (
     CANCEL_TIMEOUT,
     PredictionWatch,
     read_event,
+    record_failure,
     resolve_event,
     wait_for_prediction,
 )
@@ -54,12 +55,6 @@ from airflow_provider_cometapi.triggers.prediction import defer_wait
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
-
-# The XCom a prediction that ended failed, canceled or aborted leaves before the task fails
-# (``failure_record``): what the Images tab shows in place of its image.
-FAILED_PREDICTION_XCOM_KEY = "failed_prediction"
-# The gateway's error text is untrusted and may be long: the record keeps this much of it.
-MAX_RECORDED_ERROR_CHARS = 1000
 
 
 class CreatePredictionOperator(BaseOperator):
@@ -276,15 +271,6 @@ class CreatePredictionOperator(BaseOperator):
                 prediction["id"], counter.planned(images), ended=True
             )
 
-    def _record_failure(self, context: Context, event: Any) -> None:
-        """The ``failed_prediction`` XCom; best effort, so the prediction's own error is what fails the task."""
-        try:
-            checked = read_event(event)
-            record = failure_record(checked["prediction_id"], checked["status"], checked["prediction"])
-            context["ti"].xcom_push(key=FAILED_PREDICTION_XCOM_KEY, value=record)
-        except Exception as error:
-            self.log.warning("Could not record the failed prediction for the Images tab: %s", error)
-
     def _result(self, context: Context, prediction: dict[str, Any]) -> dict[str, Any]:
         """The return value: the prediction with its ``cost`` and ``currency``, also in asset event extras."""
         prices = self.hook.settings.prices
@@ -327,7 +313,7 @@ class CreatePredictionOperator(BaseOperator):
             ) from None
         except PredictionFailedError:
             self._settle(context, event)
-            self._record_failure(context, event)
+            record_failure(context, event, self.log)
             raise
         except PredictionWaitError as broken:
             # Waiting broke (persistent API failure) while the prediction may still be running:
@@ -372,31 +358,6 @@ class CreatePredictionOperator(BaseOperator):
         """Cancel the prediction (once) when the worker kills the task, unless ``cancel_on_kill=False``."""
         if self.cancel_on_kill:
             self._cancel(self.prediction_id)
-
-
-_RECORDED_FIELDS = {"model": 200, "created_at": 64, "started_at": 64, "completed_at": 64}
-
-
-def failure_record(prediction_id: str, status: str, prediction: Mapping[str, Any] | None) -> dict[str, Any]:
-    """
-    What XCom keeps of a prediction that ended unsuccessfully: small and bounded, with nothing
-    from its input, outputs or log (where a URL's signature or a secret could be).
-    """
-    prediction = prediction or {}
-    error = prediction.get("error")
-    record: dict[str, Any] = {
-        "id": prediction_id,
-        "status": status,
-        "error": None if error in (None, "") else _cut(str(error), MAX_RECORDED_ERROR_CHARS),
-    }
-    for key, limit in _RECORDED_FIELDS.items():
-        if isinstance(value := prediction.get(key), str) and value:
-            record[key] = value[:limit]
-    return record
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _surely_nothing_created(error: CometAPIError) -> bool:

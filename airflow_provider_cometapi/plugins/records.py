@@ -8,7 +8,7 @@ card per image. Two readers exist:
 
 * ``read_predictions``: a prediction as the create operator, the sensor or the decorator return
   it (``id``, ``status``, ``output``, ``input``...), the ``failed_prediction`` XCom the create
-  operator leaves before it fails (``id``, ``status``, ``error``...), and the bare
+  operator and the sensor leave before they fail (``id``, ``status``, ``error``...), and the bare
   ``prediction_id`` XCom.
 * ``read_stored_files``: the URIs of stored outputs and sidecars anywhere in the value, as the
   storage operator returns them and puts them in its asset events' ``extra``.

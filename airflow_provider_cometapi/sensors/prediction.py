@@ -19,7 +19,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_cometapi import parameters
 from airflow_provider_cometapi.exceptions import CometAPIError, PredictionFailedError, PredictionTimeoutError
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
-from airflow_provider_cometapi.polling import LogMode, PredictionWatch, resolve_event
+from airflow_provider_cometapi.polling import LogMode, PredictionWatch, record_failure, resolve_event
 from airflow_provider_cometapi.triggers.prediction import defer_wait
 
 if TYPE_CHECKING:
@@ -31,13 +31,16 @@ class PredictionSensor(BaseSensorOperator):
     Wait until a prediction ends; its final JSON dict is the XCom return value.
 
     Fails at once, without more poking, when the prediction ends ``failed``, ``canceled`` or
-    ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout). The arguments of
-    every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``, ``timeout``,
-    ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the poll interval
-    and ``timeout`` the trigger's absolute deadline. ``timeout`` must be finite and positive
-    (no poke outlives it), and so must ``poke_interval`` when deferred; a 0 ``poke_interval``
-    in poke or reschedule mode is allowed as Airflow allows it. Checked when the DAG is parsed
-    (``InvalidParameterError``).
+    ``aborted`` (skipped instead with ``soft_fail=True``, as for a timeout), after pushing the
+    same small record of it as ``CreatePredictionOperator`` (XCom ``failed_prediction``: ``id``,
+    ``status``, ``model``, ``error`` cut to 1,000 characters, its times) for the Images tab.
+
+    The arguments of every sensor (``mode`` ``"poke"`` or ``"reschedule"``, ``poke_interval``,
+    ``timeout``, ``soft_fail``) work as usual, in every mode; deferred, ``poke_interval`` is the
+    poll interval and ``timeout`` the trigger's absolute deadline. ``timeout`` must be finite and
+    positive (no poke outlives it), and so must ``poke_interval`` when deferred; a 0
+    ``poke_interval`` in poke or reschedule mode is allowed as Airflow allows it. Checked when
+    the DAG is parsed (``InvalidParameterError``).
 
     :param prediction_id: the prediction to wait for, e.g.
         ``"{{ ti.xcom_pull(task_ids='create', key='prediction_id') }}"``. Templated.
@@ -120,17 +123,18 @@ class PredictionSensor(BaseSensorOperator):
                 raise  # a wrong id or key: its own error type and message, at once
         if event is None:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._result(event))
+        return PokeReturnValue(is_done=True, xcom_value=self._result(context, event))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after deferral; everything is read from the trigger's event."""
-        return self._result(event)
+        return self._result(context, event)
 
-    def _result(self, event: Any) -> dict[str, Any]:
+    def _result(self, context: Context, event: Any) -> dict[str, Any]:
         try:
             return resolve_event(event, self.hook)
         except PredictionTimeoutError as error:
             raise AirflowSensorTimeout(str(error)) from error
         except PredictionFailedError as error:
+            record_failure(context, event, self.log)
             # Final: poking again cannot change a failed prediction.
             raise AirflowFailException(str(error)) from error

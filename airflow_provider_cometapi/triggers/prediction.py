@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -13,6 +14,7 @@ import structlog
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_cometapi import metrics, parameters
+from airflow_provider_cometapi.api import redact_urls
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
 from airflow_provider_cometapi.polling import (
     CANCEL_TIMEOUT,
@@ -131,14 +133,14 @@ class PredictionTrigger(CometAPITrigger):
         try:
             event = await await_prediction(self._hook, watch)
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
-            self.log.exception("Waiting for prediction %s failed unexpectedly.", self.prediction_id)
-            event = report_end(
-                watch,
-                error_event(
-                    self.prediction_id,
-                    f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {error}",
-                ),
+            # Whatever raised may name a URL it tried: shown without its query or user info, in
+            # the event and in the log, whose traceback is its frames only (they hold no message).
+            message = (
+                f"Waiting for prediction {self.prediction_id} failed unexpectedly: "
+                f"{type(error).__name__}: {redact_urls(str(error))}"
             )
+            self.log.error("%s\n%s", message, "".join(traceback.format_tb(error.__traceback__)).rstrip())
+            event = report_end(watch, error_event(self.prediction_id, message))
         finally:
             metrics.wait_finished()
             await self.cleanup()

@@ -124,10 +124,17 @@ def test_sensor_modes_return_the_final_prediction(run_dag, cometapi_conn, mode):
     assert stats(cometapi_conn)["creates"] == 1
 
 
-def test_sensor_fails_at_once_on_a_failed_prediction(run_dag, cometapi_conn, capfd):
-    result = run_dag("t_sensor_failed")
+@pytest.mark.parametrize("dag_id", ["t_sensor_failed", "t_sensor_failed_poke"])
+def test_sensor_fails_at_once_on_a_failed_prediction(run_dag, cometapi_conn, capfd, dag_id):
+    result = run_dag(dag_id)
     assert result.task_states[("sense", -1)] == FAILED
     assert "emulated sensor failure" in capfd.readouterr().out
+    # The same record the operator leaves, for the Images tab, deferred or poked.
+    record = result.xcom("sense", key="failed_prediction")
+    assert record["id"] == result.xcom("create", key="prediction_id")
+    assert (record["status"], record["error"]) == ("failed", "emulated sensor failure")
+    assert record["model"] == "black-forest-labs/flux-schnell"
+    assert set(record) <= {"id", "status", "error", "model", "created_at", "started_at", "completed_at"}
 
 
 def test_sensor_soft_fail_skips_on_timeout(run_dag, cometapi_conn):

@@ -31,6 +31,10 @@ the request's key);
 ``drip``; ``stall_after`` (send that many bytes, then nothing until the client leaves);
 ``reset`` (close without answering); ``location`` (a 302 to that URL).
 
+With ``tls=True`` the same gateway also listens for HTTPS on a second port (``tls_base_url``),
+with a certificate for 127.0.0.1 made for the run (``ca_file`` trusts it): an https origin
+whose redirects can point at the plain-http port.
+
 Every answer is bounded in time (``ANSWER_BOUND`` seconds) and in bytes (``ENDLESS_BYTES``),
 so that a client that does not protect itself fails a test instead of hanging it. The server
 exits when its stdin closes (the test process is gone) or after ``--lifetime`` seconds.
@@ -47,9 +51,11 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -411,11 +417,17 @@ def _client_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     return writer.is_closing() or reader.at_eof()
 
 
-async def serve(lifetime: float) -> None:
+async def serve(lifetime: float, tls: tuple[str, str] | None = None) -> None:
     gateway = Gateway()
     server = await asyncio.start_server(gateway.handle, "127.0.0.1", 0, limit=MAX_HEAD)
     gateway.port = server.sockets[0].getsockname()[1]
-    print(f"PORT {gateway.port}", flush=True)
+    tls_port = 0
+    if tls is not None:  # the same gateway, over TLS, on a port of its own
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        tls_server = await asyncio.start_server(gateway.handle, "127.0.0.1", 0, limit=MAX_HEAD, ssl=context)
+        tls_port = tls_server.sockets[0].getsockname()[1]
+    print(f"PORT {gateway.port} {tls_port}", flush=True)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -440,13 +452,54 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
+def self_signed(directory: str) -> tuple[str, str]:
+    """A certificate and key for 127.0.0.1, valid for a day, as PEM files in ``directory`` (it is its own CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hostile gateway")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_file, "wb") as out:
+        out.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert_file, key_file
+
+
 class HostileGateway:
     """The fake as a subprocess: ``with HostileGateway() as gateway: gateway.play({...})``."""
 
-    def __init__(self, lifetime: float = 900.0) -> None:
+    def __init__(self, lifetime: float = 900.0, *, tls: bool = False) -> None:
         self.lifetime = lifetime
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.tls_port = 0
+        self.ca_file = ""
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> HostileGateway:
         self.start()
@@ -456,8 +509,13 @@ class HostileGateway:
         self.stop()
 
     def start(self) -> None:
+        command = [sys.executable, "-u", os.path.abspath(__file__), "--lifetime", str(self.lifetime)]
+        if self.tls:
+            self._directory = tempfile.TemporaryDirectory(prefix="hostile-tls-")
+            self.ca_file, key_file = self_signed(self._directory.name)
+            command += ["--tls", self.ca_file, key_file]
         self.process = subprocess.Popen(
-            [sys.executable, "-u", os.path.abspath(__file__), "--lifetime", str(self.lifetime)],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -468,10 +526,13 @@ class HostileGateway:
         if not line.startswith("PORT "):
             self.stop()
             raise RuntimeError(f"the hostile gateway did not start (said {line!r})")
-        self.port = int(line.split()[1])
+        self.port, self.tls_port = (int(word) for word in line.split()[1:3])
 
     def stop(self) -> None:
         process, self.process = self.process, None
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
         if process is None:
             return
         if process.poll() is None:
@@ -488,6 +549,11 @@ class HostileGateway:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_base_url(self) -> str:
+        """The gateway over HTTPS (``tls=True``); trust ``ca_file`` to reach it."""
+        return f"https://127.0.0.1:{self.tls_port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -517,7 +583,9 @@ class HostileGateway:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server exits by itself")
-    asyncio.run(serve(parser.parse_args().lifetime))
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="also serve HTTPS with this certificate")
+    args = parser.parse_args()
+    asyncio.run(serve(args.lifetime, tuple(args.tls) if args.tls else None))
 
 
 if __name__ == "__main__":

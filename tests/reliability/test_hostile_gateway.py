@@ -46,6 +46,7 @@ from airflow_provider_cometapi.exceptions import (
     PredictionTimeoutError,
     RateLimitedError,
     ServerError,
+    TooManyRedirectsError,
 )
 from airflow_provider_cometapi.hooks import cometapi as hook_module
 from airflow_provider_cometapi.hooks.cometapi import CometAPIHook
@@ -90,7 +91,12 @@ LOG_MARK = "denoise step"
 
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[HostileGateway]:
-    with HostileGateway(lifetime=600) as gateway:
+    with HostileGateway(lifetime=600, tls=True) as gateway:
+        # Its certificate trusted on the async path as a deployment's CA bundle would be (aiohttp
+        # reads the system's once, at import); the blocking path reads REQUESTS_CA_BUNDLE per row.
+        import aiohttp.connector
+
+        aiohttp.connector._SSL_CONTEXT_VERIFIED.load_verify_locations(gateway.ca_file)
         yield gateway
 
 
@@ -189,6 +195,7 @@ class WaitRow:
     memory_mib: float = 64.0  # peak memory growth allowed
     hook_error: type[CometAPIError] | None = None  # the class the hook raises itself (default: error)
     gets: int | None = None  # the polls the gateway must see (a failure that cannot change: one)
+    tls: bool = False  # the connection's Base URL is the gateway's https port ({base} stays its plain-http one)
 
 
 HUGE = 100 * MIB
@@ -276,6 +283,30 @@ ROWS = [
         error=UnsupportedOutputURLError,
         message="scheme 'file'",
         places=("worker",),
+    ),
+    WaitRow(
+        "a poll of an https gateway redirected to plain http",
+        get={"location": "{base}/replicate/v1/predictions/hostile00001?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="from https to plain http",
+        gets=1,
+        tls=True,
+    ),
+    WaitRow(
+        "the create of an https gateway redirected to plain http",
+        create={"location": "{base}/replicate/v1/predictions?" + SIGNED_QUERY},
+        error=UnsupportedOutputURLError,
+        message="from https to plain http",
+        places=("worker",),
+        tls=True,
+    ),
+    WaitRow(
+        # The same answer on every follow: a loop, met again by any retry, so there is none.
+        "a poll redirected to itself, in a loop",
+        get={"location": "{base}/replicate/v1/predictions/hostile00001?" + SIGNED_QUERY},
+        error=TooManyRedirectsError,
+        message="redirected more than 10 times",
+        gets=11,
     ),
     WaitRow(
         "a 429 with a retry_after of 400 digits",
@@ -384,9 +415,22 @@ def hook_error_of(row: WaitRow, place: str, prediction_id: str) -> BaseException
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("row", "place"), CASES, ids=[f"{row.name} [{place}]" for row, place in CASES])
 def test_hostile_answer(
-    row: WaitRow, place: str, gateway: HostileGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd
+    row: WaitRow,
+    place: str,
+    gateway: HostileGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd,
 ) -> None:
-    gateway.play({"create": row.create, "get": row.get})
+    if row.tls:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", gateway.ca_file)
+        set_connection(
+            monkeypatch,
+            {**gateway.connection_dict(KEY, max_retries=RETRIES_PER_REQUEST), "host": gateway.tls_base_url},
+        )
+    places = {"base": gateway.base_url}
+    gateway.play({"create": substituted(row.create, places), "get": substituted(row.get, places)})
     events: list[dict[str, Any]] = []
     raised: BaseException | None = None
     result: dict[str, Any] | None = None
@@ -457,6 +501,7 @@ class StoreRow:
     no_retries: bool = False  # fails at once: no "Retrying" in the log, the file host never asked
     env: dict[str, str] = field(default_factory=dict)  # environment of the worker ({base} filled in)
     fetched_once: bool = False  # fails at the first answer of the file host: fetched once, no "Retrying"
+    fetched: int | None = None  # fails after this many asks of the file host (one request's), no "Retrying"
 
 
 PREDICTION = "hostile-store-1"
@@ -556,6 +601,23 @@ STORE_ROWS = [
         error=UnsupportedOutputURLError,
         message=("moved.png", "scheme 'ftp'"),
         fetched_once=True,
+    ),
+    StoreRow(
+        "an https output redirected to plain http",
+        output("{tls_gateway}/files/moved.png?" + SIGNED_QUERY),
+        {"moved.png": {"location": "{base}/files/ok.png?" + SIGNED_QUERY}},
+        error=UnsupportedOutputURLError,
+        message=("moved.png", "from https to plain http"),
+        fetched_once=True,
+        env={"REQUESTS_CA_BUNDLE": "{ca}"},
+    ),
+    StoreRow(
+        "an output redirected to itself, in a loop",
+        output("{base}/files/loop.png?" + SIGNED_QUERY),
+        {"loop.png": {"location": "{base}/files/loop.png?" + SIGNED_QUERY}},
+        error=TooManyRedirectsError,
+        message=("loop.png", "redirected more than 10 times", "file host fault"),
+        fetched=11,
     ),
     StoreRow(
         "an endless output (signed URL)",
@@ -685,13 +747,15 @@ def test_hostile_output(
     places = {
         "base": gateway.base_url,
         "tls": f"https://127.0.0.1:{gateway.port}",  # TLS to a port that speaks plain HTTP
+        "tls_gateway": gateway.tls_base_url,  # the same gateway over TLS (trusted through {ca})
+        "ca": gateway.ca_file,
         "closed": f"http://127.0.0.1:{port}",
         "closed_port": str(port),
         "tmp": str(tmp_path),
     }
     for name, value in row.env.items():
         monkeypatch.setenv(name, substituted(value, places))
-    gateway.play({"get": substituted(row.get, places), "files": row.files})
+    gateway.play({"get": substituted(row.get, places), "files": substituted(row.files, places)})
     destination = tmp_path / "airflow" / "images"
     for folder in (tmp_path / "dags", tmp_path / "outside"):  # where a traversal would land
         folder.mkdir()
@@ -723,11 +787,11 @@ def test_hostile_output(
     if row.no_retries:
         assert "Retrying" not in logged, "a failure that cannot change must not be retried"
         assert not stats["files"], "nothing fetched from the file host"
-    if row.fetched_once:
+    if row.fetched_once or row.fetched is not None:
         assert "Retrying" not in logged, "a failure that cannot change must not be retried"
-        assert sum(stats["files"].values()) == 1, f"the file host was asked {stats['files']}"
+        assert sum(stats["files"].values()) == (row.fetched or 1), f"the file host was asked {stats['files']}"
     if isinstance(raised, UnsupportedOutputURLError):
-        assert raised.scheme in str(raised) and raised.scheme in ("file", "ftp"), raised.scheme
+        assert raised.scheme in str(raised) and raised.scheme in ("file", "ftp", "http"), raised.scheme
     expected = {name.format(id=PREDICTION) for name in row.stored}
     found = {path.name for path in destination.iterdir()} if destination.exists() else set()
     assert found == expected, "only complete files at their final paths; no temporary file left"

@@ -35,3 +35,35 @@ def test_airflow_registers_the_extra_link_and_the_trigger() -> None:
     assert "airflow_provider_cometapi.links.prediction.PredictionLink" in manager.extra_links_class_names
     trigger_modules = {info.package_name: info for info in manager.trigger}
     assert "airflow-provider-cometapi" in trigger_modules
+
+
+def test_airflow_loads_the_plugin_from_the_provider_info() -> None:
+    """
+    The provider info's ``plugins`` alone registers the Images tab: Airflow's own loader of
+    provider plugins (used with ``[core] lazy_discover_providers`` off; the ``airflow.plugins``
+    entry point covers the default) finds, imports and accepts it, with its app and both tabs.
+    """
+    from airflow import plugins_manager
+    from airflow.providers_manager import ProvidersManager
+
+    from airflow_provider_cometapi.plugins.cometapi import URL_PREFIX, LazyGalleryApp
+
+    listed = [info for info in ProvidersManager().plugins if info.provider_name == "airflow-provider-cometapi"]
+    assert [(info.name, info.plugin_class) for info in listed] == [
+        ("cometapi", "airflow_provider_cometapi.plugins.cometapi.CometAPIPlugin")
+    ]
+    plugins, errors = plugins_manager._load_providers_plugins()
+    assert not errors
+    (plugin,) = [plugin for plugin in plugins if plugin.name == "cometapi"]
+    assert plugins_manager.is_valid_plugin(plugin)
+    plugin.on_load()  # as Airflow registers it
+
+    (app,) = plugin.fastapi_apps
+    assert app["url_prefix"] == URL_PREFIX and app["name"] == "CometAPI images"
+    assert isinstance(app["app"], LazyGalleryApp)
+    views = {view["destination"]: view for view in plugin.external_views}
+    assert set(views) == {"dag_run", "task_instance"}
+    assert {view["name"] for view in views.values()} == {"Images"}
+    assert views["dag_run"]["href"].endswith(f"{URL_PREFIX}/gallery/{{DAG_ID}}/{{RUN_ID}}")
+    assert views["task_instance"]["href"].endswith("/{TASK_ID}?map_index={MAP_INDEX}")
+    assert {view["url_route"] for view in views.values()} == {"cometapi-run-images", "cometapi-task-images"}

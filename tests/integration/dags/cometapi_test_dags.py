@@ -102,14 +102,15 @@ for mode, deferrable in (("poke", False), ("reschedule", False), ("deferrable", 
         )
         create >> sense
 
-with dag("t_sensor_failed"):
-    create = CreatePredictionOperator(
-        task_id="create",
-        model=SCHNELL,
-        input={"prompt": "x", "_emulator": {"outcome": "failed", "error": "emulated sensor failure"}},
-        wait_for_completion=False,
-    )
-    create >> PredictionSensor(task_id="sense", prediction_id=CREATED_ID, deferrable=True, poke_interval=0.2)
+for deferrable in (True, False):
+    with dag("t_sensor_failed" if deferrable else "t_sensor_failed_poke"):
+        create = CreatePredictionOperator(
+            task_id="create",
+            model=SCHNELL,
+            input={"prompt": "x", "_emulator": {"outcome": "failed", "error": "emulated sensor failure"}},
+            wait_for_completion=False,
+        )
+        create >> PredictionSensor(task_id="sense", prediction_id=CREATED_ID, deferrable=deferrable, poke_interval=0.2)
 
 with dag("t_sensor_soft_fail"):
     create = CreatePredictionOperator(

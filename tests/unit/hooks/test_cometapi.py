@@ -520,3 +520,16 @@ def test_prediction_model_roundtrip(hook):
     # The log is kept beside ``raw``, not in it (it can be large).
     assert "logs" not in prediction.raw and prediction.logs
     assert Prediction.from_api({**prediction.raw, "logs": prediction.logs}) == prediction
+
+
+def test_test_connection_names_the_base_url_without_user_info(monkeypatch):
+    """The Test button's success message shows the Base URL as every message does: no user info."""
+    from tests.reliability.hostile_gateway import HostileGateway
+
+    with HostileGateway(lifetime=60) as gateway:  # it answers GET /v1/models whatever the credentials
+        base_url = f"http://reader:hunter2-userinfo@127.0.0.1:{gateway.port}"
+        set_connection(monkeypatch, {"conn_type": "cometapi", "host": base_url, "password": "sk-test-key"})
+        ok, message = CometAPIHook().test_connection()
+    assert ok, message
+    assert message.startswith(f"Connected to http://127.0.0.1:{gateway.port}: the API key works")
+    assert "hunter2-userinfo" not in message and "reader" not in message

@@ -16,11 +16,8 @@ from airflow_provider_cometapi.exceptions import (
     PredictionWaitError,
     UnexpectedEventError,
 )
-from airflow_provider_cometapi.operators.prediction import (
-    MAX_RECORDED_ERROR_CHARS,
-    CreatePredictionOperator,
-    failure_record,
-)
+from airflow_provider_cometapi.operators.prediction import CreatePredictionOperator
+from airflow_provider_cometapi.polling import MAX_RECORDED_ERROR_CHARS, failure_record
 from airflow_provider_cometapi.triggers.prediction import DEFER_TIMEOUT_MARGIN, PredictionTrigger
 
 SCHNELL = "black-forest-labs/flux-schnell"

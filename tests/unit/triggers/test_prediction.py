@@ -288,3 +288,23 @@ def test_the_guide_shows_the_event_as_the_code_builds_it():
     shown = json.loads(sample)
     assert set(shown) == set(get_type_hints(PredictionEvent))
     assert read_event(shown) == shown
+
+
+async def test_an_unexpected_error_event_shows_no_query_or_user_info(monkeypatch, capfd):
+    """A bug's message may name a signed URL it tried; the event and the log show it as every message does."""
+    from airflow_provider_cometapi.triggers import prediction as trigger_module
+
+    signed = "https://reader:hunter2-userinfo@files.example/out-0.png?X-Amz-Signature=9c1e5b7a3f0d"
+
+    async def broken(hook, watch):  # a bug of our own: nothing that runs here raises outside CometAPIError
+        raise RuntimeError(f"could not read {signed} (chunk 3)")
+
+    monkeypatch.setattr(trigger_module, "await_prediction", broken)
+    event = await single_event(PredictionTrigger("p1", poll_interval=0.1))
+    assert event["status"] == "error"
+    shown = "failed unexpectedly: RuntimeError: could not read https://files.example/out-0.png (chunk 3)"
+    assert shown in event["message"]
+    logged = capfd.readouterr().out
+    assert shown in logged and "in broken" in logged, "the log keeps the redacted message and the frames"
+    for secret in ("hunter2-userinfo", "X-Amz-Signature", "9c1e5b7a3f0d"):
+        assert secret not in event["message"] and secret not in logged
