@@ -435,13 +435,13 @@ def redirect_refused(request: ApiRequest, target: str) -> UnsupportedOutputURLEr
     where = f"{redact_url(target)!r} (scheme {scheme or 'none'!r})" if target else "a URL that is not http(s)"
     # An http target is refused only when the request was https (transport.downgrades).
     rule = (
-        "the provider never follows a redirect from https to plain http (the request and its answer would "
-        "travel unencrypted)"
+        "the provider does not accept a redirect from https to plain http (the answer would travel "
+        "unencrypted; the key is never sent there)"
         if scheme == "http"
         else "the provider follows redirects only to http(s) URLs with a host"
     )
     return UnsupportedOutputURLError(
-        f"{what} was redirected to {where}; {rule}, and does not fetch it. "
+        f"{what} was redirected to {where}; {rule}, and does not use it. "
         "This is a gateway fault: report it to CometAPI.",
         scheme=scheme,
     )
@@ -493,6 +493,10 @@ def aiohttp_failure(
     if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError):
         return redirect_refused(request, str(exc.args[0]) if exc.args else "")  # the target, in both
     if isinstance(exc, aiohttp.TooManyRedirects):
+        from airflow_provider_cometapi.transport import downgraded_target
+
+        if (target := downgraded_target(exc.history)) is not None:  # the downgrade came first
+            return redirect_refused(request, target)
         last = exc.history[-1].headers.get("Location", "") if exc.history else ""
         return too_many_redirects(request, settings, last)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):

@@ -16,8 +16,6 @@ from typing import Generic, TypeVar
 
 import aiohttp
 
-from airflow_provider_cometapi.transport import refusing_downgrades
-
 # Connections one event loop keeps to the gateway, shared by every hook on it.
 MAX_CONNECTIONS_PER_LOOP = 100
 # A lookup's answer serves the hooks on its loop that ask within this many seconds: triggers
@@ -62,9 +60,7 @@ class LoopSession:
         if session is None or session.closed:
             # No default headers: the key goes with each request, so one session serves every
             # connection (and key) used on the loop.
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP), trace_configs=[refusing_downgrades()]
-            )
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
             self._sessions[loop] = session
             guard = _closed_at_shutdown(session)
             await guard.__anext__()  # started, so the loop's shutdown_asyncgens() finalises it

@@ -8,15 +8,18 @@ The sockets are registered by the connection class of the session ``blocking_ses
 Async calls get the same bound from aiohttp's total timeout. Bodies are read in chunks, never
 past a limit, on both paths.
 
-Both paths follow the same redirects: at most ``MAX_REDIRECTS``, and never one from ``https``
-to plain ``http`` (refused as the library refuses one to ``file://``).
+Both paths follow at most ``MAX_REDIRECTS`` redirects and refuse one from ``https`` to plain
+``http`` as the libraries refuse one to ``file://``: the blocking path before following it, the
+async path (aiohttp follows it, without the key) before reading its answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -185,17 +188,25 @@ def read_blocking(response: requests.Response, limit: int) -> tuple[bytes, bool]
     return bytes(body), False
 
 
-def refusing_downgrades() -> aiohttp.TraceConfig:
-    """For an aiohttp session: refuse a redirect from https to plain http before it is followed."""
+def refuse_async_downgrade(response: aiohttp.ClientResponse) -> None:
+    """
+    Raise if aiohttp followed a redirect from https to plain http on its way to ``response``.
 
-    async def on_redirect(session: Any, context: Any, params: aiohttp.TraceRequestRedirectParams) -> None:
-        location = params.response.headers.get("Location")
-        if location is not None and downgrades(str(params.url), location):
-            raise aiohttp.InvalidUrlRedirectClientError(location, downgrade_refused(location))
+    aiohttp has no hook before it follows a redirect but its tracing, which costs every request
+    (a trigger's poll about 15 %), so a downgrade is caught here, before the answer is read: the
+    plain-http request went out without the key (aiohttp drops ``Authorization`` for another
+    origin), and its answer is not used. Call it only when ``response.history`` is not empty.
+    """
+    if (target := downgraded_target((*response.history, response))) is not None:
+        raise aiohttp.InvalidUrlRedirectClientError(target, downgrade_refused(target))
 
-    trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(on_redirect)
-    return trace
+
+def downgraded_target(hops: Sequence[aiohttp.ClientResponse]) -> str | None:
+    """The first plain-http URL that the answers ``hops`` (in order) reached from an https one, if any."""
+    for earlier, later in itertools.pairwise(hops):
+        if earlier.url.scheme == "https" and later.url.scheme == "http":
+            return str(later.url)
+    return None
 
 
 async def read_async(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

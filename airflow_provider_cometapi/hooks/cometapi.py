@@ -53,6 +53,7 @@ from airflow_provider_cometapi.transport import (
     blocking_session,
     read_async,
     read_blocking,
+    refuse_async_downgrade,
 )
 
 __all__ = ["USER_AGENT", "CometAPIHook", "CometAPISettings", "base_url_of"]
@@ -400,6 +401,8 @@ class CometAPIHook(BaseHook):
                     timeout=timeout,
                     max_redirects=ASYNC_MAX_REDIRECTS,
                 ) as response:
+                    if response.history:  # redirected: never from https to plain http
+                        refuse_async_downgrade(response)
                     limit = body_limit(response.status)
                     body, more = await read_async(response, limit)
             except (TimeoutError, aiohttp.ClientError) as exc:

@@ -194,7 +194,8 @@ class WaitRow:
     deadline: float = 8.0  # wall seconds the row may take
     memory_mib: float = 64.0  # peak memory growth allowed
     hook_error: type[CometAPIError] | None = None  # the class the hook raises itself (default: error)
-    gets: int | None = None  # the polls the gateway must see (a failure that cannot change: one)
+    # The polls the gateway must see (a failure that cannot change: one), or that per place.
+    gets: int | dict[str, int] | None = None
     tls: bool = False  # the connection's Base URL is the gateway's https port ({base} stays its plain-http one)
 
 
@@ -289,7 +290,10 @@ ROWS = [
         get={"location": "{base}/replicate/v1/predictions/hostile00001?" + SIGNED_QUERY},
         error=UnsupportedOutputURLError,
         message="from https to plain http",
-        gets=1,
+        # The worker refuses the redirect before following it. The triggerer's aiohttp follows it
+        # (without the key) and the answer is refused: here the plain-http target redirects to
+        # itself, so aiohttp meets its redirect limit first, and the error still names the downgrade.
+        gets={"worker": 1, "triggerer": 11},
         tls=True,
     ),
     WaitRow(
@@ -469,8 +473,9 @@ def test_hostile_answer(
     assert elapsed < row.deadline, f"{row.name}: took {elapsed:.1f}s, deadline {row.deadline}s"
     assert memory.growth_mib < row.memory_mib, f"{row.name}: peak memory grew {memory.growth_mib:.0f} MiB"
     assert stats["creates"] == 1, "a hostile answer must never lead to a second prediction"
-    if row.gets is not None:
-        assert stats["gets"] == row.gets, f"polled {stats['gets']} times: a failure that cannot change is not retried"
+    gets = row.gets.get(place) if isinstance(row.gets, dict) else row.gets
+    if gets is not None:
+        assert stats["gets"] == gets, f"polled {stats['gets']} times: a failure that cannot change is not retried"
     assert not any(".." in path or "evil" in path for path in stats["paths"]), "a hostile id was used in a request"
 
     if row.outcome != "capped":

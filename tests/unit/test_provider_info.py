@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import airflow
 import jsonschema
@@ -37,13 +38,29 @@ def test_airflow_registers_the_extra_link_and_the_trigger() -> None:
     assert "airflow-provider-cometapi" in trigger_modules
 
 
-def test_airflow_loads_the_plugin_from_the_provider_info() -> None:
+def _provider_plugins(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The plugins Airflow's loader of provider plugins makes, loaded (``on_load`` called)."""
+    from airflow import plugins_manager
+
+    if hasattr(plugins_manager, "_load_providers_plugins"):  # Airflow 3.3: returns them
+        plugins, errors = plugins_manager._load_providers_plugins()
+        assert not errors
+        for plugin in plugins:
+            plugin.on_load()  # as Airflow registers it
+        return list(plugins)
+    # Airflow 3.1 and 3.2 register them (on_load included) into the module's list.
+    monkeypatch.setattr(plugins_manager, "plugins", [])
+    monkeypatch.setattr(plugins_manager, "loaded_plugins", set())
+    plugins_manager.load_providers_plugins()
+    return list(plugins_manager.plugins)
+
+
+def test_airflow_loads_the_plugin_from_the_provider_info(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     The provider info's ``plugins`` alone registers the Images tab: Airflow's own loader of
     provider plugins (used with ``[core] lazy_discover_providers`` off; the ``airflow.plugins``
     entry point covers the default) finds, imports and accepts it, with its app and both tabs.
     """
-    from airflow import plugins_manager
     from airflow.providers_manager import ProvidersManager
 
     from airflow_provider_cometapi.plugins.cometapi import URL_PREFIX, LazyGalleryApp
@@ -52,11 +69,8 @@ def test_airflow_loads_the_plugin_from_the_provider_info() -> None:
     assert [(info.name, info.plugin_class) for info in listed] == [
         ("cometapi", "airflow_provider_cometapi.plugins.cometapi.CometAPIPlugin")
     ]
-    plugins, errors = plugins_manager._load_providers_plugins()
-    assert not errors
-    (plugin,) = [plugin for plugin in plugins if plugin.name == "cometapi"]
-    assert plugins_manager.is_valid_plugin(plugin)
-    plugin.on_load()  # as Airflow registers it
+    # The loader keeps only a plugin it found valid (is_valid_plugin).
+    (plugin,) = [plugin for plugin in _provider_plugins(monkeypatch) if plugin.name == "cometapi"]
 
     (app,) = plugin.fastapi_apps
     assert app["url_prefix"] == URL_PREFIX and app["name"] == "CometAPI images"
