@@ -59,8 +59,11 @@ class LoopSession:
         session = self._sessions.get(loop)
         if session is None or session.closed:
             # No default headers: the key goes with each request, so one session serves every
-            # connection (and key) used on the loop.
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
+            # connection (and key) used on the loop. No cookies: the API needs none, and none set
+            # by one answer (a redirect's target, say) may ride along on the next requests.
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP), cookie_jar=aiohttp.DummyCookieJar()
+            )
             self._sessions[loop] = session
             guard = _closed_at_shutdown(session)
             await guard.__anext__()  # started, so the loop's shutdown_asyncgens() finalises it

@@ -39,8 +39,9 @@ ASYNC_MAX_REDIRECTS = MAX_REDIRECTS + 1
 
 def downgrades(origin: str, location: str) -> bool:
     """Whether a redirect from ``origin`` to ``location`` (the header as sent) leaves https for plain http."""
-    # Only an absolute http: location changes the scheme; a relative or "//host" one keeps it.
-    return origin[:6].lower() == "https:" and location.lstrip()[:5].lower() == "http:"
+    # Parsed as requests parses it (urlsplit drops tabs and newlines, strips leading control
+    # characters): only an http: location changes the scheme; a relative or "//host" one keeps it.
+    return urlsplit(origin).scheme.lower() == "https" and urlsplit(location).scheme.lower() == "http"
 
 
 def downgrade_refused(location: str) -> str:

@@ -43,8 +43,9 @@ def ratio(a: float, b: float) -> float:
 def medians_by_watcher(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """
     For the runs of one N: each watcher's runs as one, its CPU per poll and memory growth the
-    median over its repeats (the other fields from its last run), so that one run's full garbage
-    collection or a neighbour's burst of work does not decide a ratio.
+    median over its repeats, so that one run's full garbage collection or a neighbour's burst of
+    work does not decide a ratio; its errors summed and its p95 delay the worst over them, so that
+    a check of those sees every run (the other fields from its last run).
     """
     grouped: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -54,6 +55,8 @@ def medians_by_watcher(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             **repeats[-1],
             "cpu_ms_per_poll": statistics.median(r["cpu_ms_per_poll"] for r in repeats),
             "growth_mib_per_1000": statistics.median(r["growth_mib_per_1000"] for r in repeats),
+            "errors": sum(r.get("errors", 0) for r in repeats),
+            "delay_p95_s": max(r.get("delay_p95_s", 0.0) for r in repeats),
             "repeats": len(repeats),
         }
         for watcher, repeats in grouped.items()

@@ -55,8 +55,8 @@ def scale_section(scale: dict[str, Any]) -> tuple[list[str], list[str]]:
         "",
         f"`benchmarks/trigger_scale.py`: N predictions of {duration:g} s each on the emulator, watched to the end "
         f"in one asyncio event loop by a child process measured on its own, polling every {interval:g} s. The "
-        "watchers: N `PredictionTrigger`s driven as the triggerer drives them (a task per trigger: `run()` until "
-        "its first event, then `cleanup()`); the official `replicate` client 1.0.7 pointed at the emulator, one "
+        "watchers: N `PredictionTrigger`s driven as the triggerer drives them (a task per trigger: `run()` to "
+        "its end, then `cleanup()`); the official `replicate` client 1.0.7 pointed at the emulator, one "
         f"`async_get()` + `async_wait()` per prediction, plain and with at most {cap} requests in flight (a "
         "semaphore around its `async_reload()` loop, its best setting in one loop); and the floor, one shared "
         "aiohttp session doing only GET, parse, check status, sleep.",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -39,14 +38,17 @@ class BatchJournal(Protocol):
 
     location: str
 
-    def append(self, index: int, prediction_id: str) -> None:
-        """Make ``prediction_id`` (input ``index``'s) durable now; returns once it is."""
+    def append(self, index: int, prediction_id: str, attempt: int = 1) -> None:
+        """Make ``prediction_id`` (input ``index``'s ``attempt``-th) durable now; returns once it is."""
 
     def read(self) -> dict[int, list[str]]:
         """Index to the prediction ids journaled for it, oldest first (a retried input has several)."""
 
     def clear(self) -> None:
         """Forget what it holds: the manifest just written has every id in it."""
+
+    def reset(self) -> None:
+        """Forget everything at once, before a new manifest is written (an earlier batch's ids are not its)."""
 
     def close(self) -> None:
         """Let go of what it holds open."""
@@ -74,7 +76,8 @@ class FileJournal:
         self._handle: int | None = None
         self._lock = threading.Lock()
 
-    def append(self, index: int, prediction_id: str) -> None:
+    def append(self, index: int, prediction_id: str, attempt: int = 1) -> None:
+        # No attempt written: the lines keep the order the attempts were made in.
         line = f'{{"index":{index},"prediction_id":"{prediction_id}"}}\n'.encode()
         with self._lock:
             if self._handle is None:
@@ -111,6 +114,9 @@ class FileJournal:
             elif os.path.exists(self.path):
                 os.truncate(self.path, 0)
 
+    def reset(self) -> None:
+        self.clear()
+
     def close(self) -> None:
         with self._lock:
             handle, self._handle = self._handle, None
@@ -125,26 +131,34 @@ class FileJournal:
 
 class ObjectJournal:
     """
-    Prediction ids as empty objects named ``<index>.<time_ns>.<id>`` in a folder beside a manifest
-    in an object store. The time orders a retried input's ids; a name that is not one of ours fails.
+    Prediction ids as empty objects named ``<index>.<attempt>.<id>`` in a folder beside a manifest
+    in an object store. The attempt orders a retried input's ids; a name that is not one of ours
+    fails (a folder marker some tools write is skipped).
     """
 
     def __init__(self, folder: ObjectStoragePath) -> None:
         self.folder = folder
         self.location = str(folder)
-        self._names: list[str] = []  # written or read since the last clear: deleted by the next
+        self._names: list[str] = []  # written since the last clear: deleted by the next
+        self._listed = False  # whether a clear has listed the folder yet (the first one does)
         self._lock = threading.Lock()
         self._deleting: ThreadPoolExecutor | None = None
 
-    def append(self, index: int, prediction_id: str) -> None:
-        name = f"{index}.{time.time_ns()}.{prediction_id}"
+    def append(self, index: int, prediction_id: str, attempt: int = 1) -> None:
+        name = f"{index}.{attempt}.{prediction_id}"
         (self.folder / name).write_bytes(b"")
         with self._lock:
             self._names.append(name)
 
+    def _entry_names(self) -> list[str]:
+        if not self.folder.exists():
+            return []
+        own = self.folder.name
+        return [name for entry in self.folder.iterdir() if (name := entry.name) and name != own]
+
     def read(self) -> dict[int, list[str]]:
         try:
-            names = [entry.name for entry in self.folder.iterdir()] if self.folder.exists() else []
+            names = self._entry_names()
         except FileNotFoundError:
             return {}
         except OSError as error:
@@ -152,52 +166,75 @@ class ObjectJournal:
         records: list[tuple[int, int, str]] = []
         for name in names:
             try:
-                index_part, written_part, id_part = name.split(".", 2)
-                records.append((int(index_part), int(written_part), check_prediction_id(id_part)))
+                index_part, attempt_part, id_part = name.split(".", 2)
+                records.append((int(index_part), int(attempt_part), check_prediction_id(id_part)))
             except (ValueError, InvalidPredictionIdError):
                 where = f"the journal entry {name[:120]!r} in {self.location}"
                 raise corrupt_manifest(where, "is not one of ours") from None
         ids: dict[int, list[str]] = {}
         for index, _, prediction_id in sorted(records):
             ids.setdefault(index, []).append(prediction_id)
-        with self._lock:
-            self._names.extend(names)
         return ids
 
     def clear(self) -> None:
         """
-        Delete its objects in the background: the batch's loop does not wait for a round trip
-        per id. One left behind (a failed delete, a kill) is harmless: ``replay`` skips an id the
-        manifest already has.
+        Delete its entries in the background, so that the batch's loop does not wait on the store.
+        The first clear deletes every entry in the folder (those an earlier try left and this one
+        replayed, the manifest just written has them), later ones what this journal wrote since.
+        One left behind (a failed delete, a kill) is harmless: ``replay`` skips an id the manifest
+        has, and the next try's first clear deletes it.
         """
         with self._lock:
             names, self._names = self._names, []
+            listed, self._listed = self._listed, True
+        if not listed:
+            with suppress(Exception):  # best effort, as every delete here
+                names = sorted(set(names) | set(self._entry_names()))
         if not names:
             return
         if self._deleting is None:
-            self._deleting = ThreadPoolExecutor(max_workers=_DELETE_CONCURRENCY, thread_name_prefix="cometapi-journal")
-        for name in names:
-            self._deleting.submit(_delete, self.folder / name)
+            self._deleting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cometapi-journal")
+        self._deleting.submit(_delete_entries, self.folder, names)
+
+    def reset(self) -> None:
+        """Delete every entry now (a new manifest: what an earlier batch journaled is not this one's)."""
+        with self._lock:
+            self._names, self._listed = [], True
+        try:
+            names = self._entry_names()
+        except OSError as error:
+            raise BatchManifestError(f"Cannot list the batch journal {self.location}: {error}.") from error
+        _delete_entries(self.folder, names, strict=True)
 
     def close(self) -> None:
         deleting, self._deleting = self._deleting, None
-        if deleting is not None:  # deletes not started are dropped: see ``clear``
+        if deleting is not None:  # bounded: deletes not done by then are left to the next try
             deleting.shutdown(wait=False, cancel_futures=True)
 
     def remove(self) -> None:
         self.close()
         with suppress(Exception):  # best effort: a leftover entry harms nothing (see ``clear``)
-            for entry in self.folder.iterdir() if self.folder.exists() else []:
-                _delete(entry)
+            _delete_entries(self.folder, self._entry_names())
 
 
-# Deletes of journal entries at once (each a round trip to the object store).
-_DELETE_CONCURRENCY = 8
-
-
-def _delete(path: ObjectStoragePath) -> None:
-    with suppress(Exception):  # best effort, on a background thread: see ObjectJournal.clear
-        path.unlink()
+def _delete_entries(folder: ObjectStoragePath, names: Sequence[str], *, strict: bool = False) -> None:
+    """
+    Delete journal entries: in one bulk request where the store has one (S3 takes a thousand keys
+    a request), else one by one. Best effort unless ``strict`` (then a failure raises).
+    """
+    if not names:
+        return
+    try:
+        folder.fs.rm([f"{folder.path.rstrip('/')}/{name}" for name in names])
+        return
+    except Exception:  # no bulk delete here (or it failed): one at a time
+        pass
+    for name in names:
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except Exception as error:
+            if strict:
+                raise BatchManifestError(f"Cannot empty the batch journal {folder}: {error}.") from error
 
 
 def replay(entries: Sequence[ManifestEntry], journaled: Mapping[int, Sequence[str]]) -> int:

@@ -131,6 +131,9 @@ class BatchRun:
         self.created = 0
         self.journal = journal_for(manifest_folder, manifest_name)
         self._journal_failed = False
+        # Create threads still running, also those the loop stopped waiting for (settling is bounded).
+        self._sending = 0
+        self._sending_lock = threading.Lock()
         self._lines = manifest_lines.RenderedLines()
         # Running counts, kept by ``_update`` (every change of an entry goes through it): no
         # decision before a create scans the entries.
@@ -191,10 +194,13 @@ class BatchRun:
     ) -> tuple[list[ManifestEntry], bool]:
         """The manifest's entries (checked against the inputs), or fresh ones; and whether it existed."""
         entries = manifest_lines.read_manifest(path)
+        journal = journal_for(path.parent, path.name)
         if entries is None:
+            # A new manifest starts a new journal: one an earlier batch left (its manifest deleted
+            # to start over) holds ids of other inputs, which a resume must never take for these.
+            journal.reset()
             return cls.fresh_entries(model, inputs), False
         manifest_lines.check_matches(entries, cls.fingerprints(model, inputs), uri=str(path))
-        journal = journal_for(path.parent, path.name)
         if replayed := replay(entries, journal.read()):
             log.info("Took %d prediction ids from the journal that the manifest did not have yet.", replayed)
         tally = manifest_lines.counts(entries)
@@ -216,9 +222,9 @@ class BatchRun:
         if not force and (not self._dirty or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS):
             return
         store_file(self.manifest_folder, self.manifest_name, manifest_lines.render_manifest(self.entries, self._lines))
-        if not self._creating:
-            # Every id it held is in the manifest now. Not while creates are out: one may have
-            # journaled an id this thread has not recorded yet (the next quiet checkpoint clears).
+        if not self._creating and not self._sending:
+            # Every id it held is in the manifest now. Not while creates are out, nor while a create
+            # the loop stopped waiting for may still answer: its id may be in the journal only.
             self.journal.clear()
         self._checkpointed = time.monotonic()
         self._dirty = False
@@ -422,18 +428,27 @@ class BatchRun:
         if self._create_pool is None:
             self.hook.get_conn()  # the session made here, not raced for by the pool's threads
             self._create_pool = ThreadPoolExecutor(max_workers=CREATE_CONCURRENCY, thread_name_prefix="cometapi-create")
-        future = self._create_pool.submit(self._send_create, entry.index)
+        future = self._create_pool.submit(self._send_create, entry.index, entry.attempts + 1)
         self._creating[future] = entry
         future.add_done_callback(self._created_one)
 
-    def _send_create(self, index: int) -> Created:
+    def _send_create(self, index: int, attempt: int) -> Created:
         """On a create thread: one create, its id journaled the moment it answers. Never touches entries."""
+        with self._sending_lock:
+            self._sending += 1
+        try:
+            return self._create_and_journal(index, attempt)
+        finally:
+            with self._sending_lock:
+                self._sending -= 1
+
+    def _create_and_journal(self, index: int, attempt: int) -> Created:
         try:
             prediction = self.hook.create_prediction(self.model, self.inputs[index].input)
         except CometAPIError as error:
             return Created(None, error)
         try:
-            self.journal.append(index, prediction.id)  # first: durable before anything else happens
+            self.journal.append(index, prediction.id, attempt)  # first: durable before anything else happens
         except Exception as error:  # the id is still recorded, at the next checkpoint
             if not self._journal_failed:  # once: a store that refuses refuses every create
                 self._journal_failed = True

@@ -85,16 +85,21 @@ def test_a_ratio_is_of_the_watchers_medians_not_of_their_last_runs(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from _shared import medians_by_watcher, trigger_ratios
 
-    def run(watcher, cpu_ms, growth=1.0):
-        return {"watcher": watcher, "cpu_ms_per_poll": cpu_ms, "growth_mib_per_1000": growth, "errors": 0}
+    def run(watcher, cpu_ms, growth=1.0, errors=0, p95=0.9):
+        return {
+            "watcher": watcher, "cpu_ms_per_poll": cpu_ms, "growth_mib_per_1000": growth, "errors": errors,
+            "delay_p95_s": p95,
+        }  # fmt: skip
 
     # The last floor run had a full garbage collection: it must not decide the ratio.
     runs = [run("floor", 0.40), run("trigger", 0.52), run("floor", 0.42), run("trigger", 0.55)]
     runs += [run("floor", 0.80, growth=3.0), run("trigger", 0.50)]
+    runs[1] = run("trigger", 0.52, errors=2, p95=3.0)  # an earlier run's errors and delay still count
     by = medians_by_watcher(runs)
     assert by["floor"]["cpu_ms_per_poll"] == pytest.approx(0.42)
     assert by["trigger"]["cpu_ms_per_poll"] == pytest.approx(0.52)
     assert by["floor"]["repeats"] == 3
+    assert (by["trigger"]["errors"], by["trigger"]["delay_p95_s"]) == (2, 3.0)
     ratios = trigger_ratios(by)
     assert ratios["floor"] == pytest.approx(0.52 / 0.42)
     assert ratios["growth"] == pytest.approx(1.0)

@@ -47,7 +47,7 @@ def test_without_the_journal_the_same_kill_pays_twice(cometapi_conn, s3, monkeyp
     """The test above can fail: with a journal that keeps nothing, the same kill creates again."""
 
     class Forgetful(ObjectJournal):
-        def append(self, index, prediction_id):
+        def append(self, index, prediction_id, attempt=1):
             pass
 
     monkeypatch.setattr(batch_journal, "ObjectJournal", Forgetful)
@@ -56,7 +56,7 @@ def test_without_the_journal_the_same_kill_pays_twice(cometapi_conn, s3, monkeyp
 
 
 def test_a_failed_journal_write_keeps_the_id_for_the_next_checkpoint(cometapi_conn, s3, monkeypatch, capsys):
-    def refuse(self, index, prediction_id):
+    def refuse(self, index, prediction_id, attempt=1):
         raise PermissionError("write-only bucket policy")
 
     monkeypatch.setattr(ObjectJournal, "append", refuse)
@@ -65,3 +65,28 @@ def test_a_failed_journal_write_keeps_the_id_for_the_next_checkpoint(cometapi_co
     said = capsys.readouterr().out
     assert said.count("Could not journal prediction") == 1  # once, not once per create
     assert "PermissionError" not in said and "write-only bucket policy" in said
+
+
+def test_a_new_manifest_never_takes_the_ids_an_earlier_batch_journaled(cometapi_conn, s3, monkeypatch):
+    # A batch killed between checkpoints leaves its ids in the journal; the user deletes the
+    # manifest to start over. The new batch, killed and resumed in turn, must not take those ids.
+    where = destination("started-over")
+    crashed = inputs(15)
+    with pytest.MonkeyPatch.context() as patch:
+        crash_after(patch, 7, lose_checkpoints=True)
+        with pytest.raises(Killed):
+            operator(None, crashed, destination=where, max_in_flight=10, deferrable=False).execute(context())
+    journaled = [key for key in keys(s3, "batches/started-over/") if ".journal.d/" in key]
+    assert len(journaled) == 7
+    old_ids = {key.rsplit(".", 1)[1] for key in journaled}
+    (manifest_key,) = [key for key in keys(s3, "batches/started-over/") if key.endswith(".manifest.jsonl")]
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key)
+
+    # The journal's deletes after a checkpoint are best effort, in the background: here none lands
+    # (a kill right after the new manifest is written), so only starting a new journal protects.
+    monkeypatch.setattr(ObjectJournal, "clear", lambda self: None)
+    result = killed_then_resumed(where, crashed)
+    assert result["succeeded"] == 15
+    assert cometapi_conn.stats()["creates"] == 7 + 15  # the new batch created its own, each once
+    manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read()
+    assert not {json.loads(line)["prediction_id"] for line in manifest.splitlines()} & old_ids

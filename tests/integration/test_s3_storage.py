@@ -25,7 +25,7 @@ def test_outputs_and_sidecar_land_in_the_bucket(cometapi_conn, s3):
     uris = SavePredictionOutputsOperator(
         task_id="store", prediction_id=prediction.id, destination=f"s3://aws_moto@{BUCKET}/daily/2026-11-22"
     ).execute({"ti": TaskInstance()})
-    keys = sorted(obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    keys = sorted(obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="daily/2026-11-22/")["Contents"])
     assert keys == [f"daily/2026-11-22/{prediction.id}{suffix}" for suffix in (".json", "_0.webp", "_1.webp")]
     assert [uri.rsplit("/", 1)[-1] for uri in uris] == [f"{prediction.id}_0.webp", f"{prediction.id}_1.webp"]
     assert all(uri.startswith(f"s3://aws_moto@{BUCKET}/daily/2026-11-22/") for uri in uris)

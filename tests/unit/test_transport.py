@@ -85,3 +85,28 @@ def test_the_remembered_origins_are_bounded(recorder, monkeypatch):
     for port in range(1, 200):
         session.merge_environment_settings(f"http://host-{port}.invalid/", {}, True, None, None)
     assert len(session._environment) <= 64
+
+
+@pytest.mark.parametrize(
+    ("location", "downgraded"),
+    [
+        ("http://files.example/o.png", True),
+        ("HTTP://files.example/o.png", True),
+        # What requests would still follow as plain http once it parses the header.
+        ("ht\ttp://files.example/o.png", True),
+        ("\x01http://files.example/o.png", True),
+        (" http://files.example/o.png", True),
+        ("https://files.example/o.png", False),
+        ("//files.example/o.png", False),  # keeps the scheme: https
+        ("/o.png", False),
+    ],
+)
+def test_a_downgrade_is_seen_as_requests_reads_the_location(location, downgraded):
+    from urllib.parse import urlparse
+
+    from airflow_provider_cometapi.transport import downgrades
+
+    assert downgrades("https://api.example/v1/x", location) is downgraded
+    # requests follows urlparse(location).geturl() (resolve_redirects): the scheme it would use.
+    assert (urlparse(location).geturl().split(":", 1)[0].lower() == "http") is downgraded
+    assert downgrades("http://api.example/v1/x", location) is False  # from plain http: no downgrade

@@ -40,26 +40,41 @@ def test_a_local_manifest_gets_a_file_an_object_store_objects(tmp_path, memory_s
     assert journal.location.startswith("memory://") and journal.location.endswith("/run/.m.jsonl.journal.d")
 
 
-def test_ids_read_back_in_the_order_written(memory_store):
+def test_ids_read_back_in_the_order_of_their_attempts(memory_store):
     journal = journal_for(memory_store, "m.jsonl")
-    journal.append(0, "first")
-    journal.append(2, "third")
-    journal.append(0, "first-again")  # input 0 created again (retry_failed)
-    # A later try reads them with a journal of its own, from the listing alone.
-    assert journal_for(memory_store, "m.jsonl").read() == {0: ["first", "first-again"], 2: ["third"]}
+    journal.append(0, "zeta", 1)
+    journal.append(2, "third", 1)
+    journal.append(0, "alpha", 2)  # input 0 created again (retry_failed): its second attempt
+    # A later try reads them with a journal of its own, from the listing alone, by attempt (not by name).
+    assert journal_for(memory_store, "m.jsonl").read() == {0: ["zeta", "alpha"], 2: ["third"]}
 
 
-def test_clear_deletes_what_it_wrote_and_read(memory_store):
-    journal = journal_for(memory_store, "m.jsonl")
-    journal.append(0, "first")
-    journal.append(1, "second")
-    later = journal_for(memory_store, "m.jsonl")
+def test_the_first_clear_deletes_every_entry_later_ones_what_it_wrote(memory_store):
+    earlier = journal_for(memory_store, "m.jsonl")
+    earlier.append(0, "first")
+    earlier.append(1, "second")
+    later = journal_for(memory_store, "m.jsonl")  # the next try: replays them, writes its own
     assert later.read() == {0: ["first"], 1: ["second"]}
     later.append(2, "third")
-    later.clear()
+    later.clear()  # the manifest it just wrote has all three
     later.close()
     wait_until_empty(ObjectStoragePath(later.location))
     assert journal_for(memory_store, "m.jsonl").read() == {}
+
+
+def test_reset_empties_it_at_once(memory_store):
+    old_batch = journal_for(memory_store, "m.jsonl")
+    old_batch.append(0, "of-another-batch")
+    journal_for(memory_store, "m.jsonl").reset()  # a new manifest: nothing of the old one may be replayed
+    assert journal_for(memory_store, "m.jsonl").read() == {}
+
+
+def test_a_folder_marker_is_not_an_entry(memory_store):
+    folder = memory_store / ".m.jsonl.journal.d"
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = journal_for(memory_store, "m.jsonl")
+    journal.append(3, "one")
+    assert journal.read() == {3: ["one"]}
 
 
 def test_remove_leaves_nothing(memory_store):
