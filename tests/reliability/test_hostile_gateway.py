@@ -867,6 +867,26 @@ def test_a_killed_download_leaves_nothing_the_next_run_keeps(
     assert sorted(path.name for path in destination.iterdir()) == sorted([f"{PREDICTION}_0.png", f"{PREDICTION}.json"])
 
 
+def test_an_async_poll_redirected_to_plain_http_is_refused_even_when_the_target_answers(
+    gateway: HostileGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    aiohttp follows a redirect from https to plain http itself; the hook must refuse what came back
+    (here a 200 from the plain-http port, which without the refusal would be read as the answer).
+    """
+    set_connection(monkeypatch, {**gateway.connection_dict(KEY), "host": gateway.tls_base_url})
+    gateway.play({"get": {"location": f"{gateway.base_url}/files/ok.png"}, "files": {"ok.png": {}}})
+
+    async def poll() -> Prediction:
+        async with CometAPIHook() as hook:
+            return await hook.aget_prediction("hostile00001", deadline=time.time() + 20)
+
+    with pytest.raises(UnsupportedOutputURLError, match="from https to plain http") as raised:
+        asyncio.run(poll())
+    assert "ok.png" in str(raised.value)
+    assert gateway.stats()["gets"] == 1  # refused, not retried
+
+
 def test_memory_measure_sees_a_big_allocation() -> None:
     """The bound above means something: 96 MiB held during the block shows as growth."""
     with PeakMemory() as memory:
