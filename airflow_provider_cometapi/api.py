@@ -164,9 +164,22 @@ def redact_url(url: str) -> str:
 
 # A URL with a scheme, or any word with a query or fragment, inside free text: a transport
 # library's error says "Max retries exceeded with url: /files/x.png?X-Amz-Signature=...".
-_URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+|[^\s'"<>?#]*[?#][^\s'"<>]+""")
+# Each alternative may start only where a run of its characters starts (the lookbehinds), so a
+# long text is scanned once, not once per position: a hostile answer's words can reach here. A
+# URL is taken from its scheme's first letter (digits or signs glued before it are kept as they
+# are), so that its user info goes too; then any other word with a query or fragment.
+_URL_IN_TEXT = re.compile(
+    r"""(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*)(?P<url>[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+)"""
+    r"""|(?<![^\s'"<>])[^\s'"<>?#]*[?#][^\s'"<>]+"""
+)
+
+
+def _redacted(match: re.Match[str]) -> str:
+    if match["url"] is None:
+        return redact_url(match[0])
+    return match["lead"] + redact_url(match["url"])
 
 
 def redact_urls(text: str) -> str:
     """``text`` (an error of another library) with every URL in it shown as ``redact_url`` shows it."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+    return _URL_IN_TEXT.sub(_redacted, text)

@@ -45,6 +45,8 @@ def _logger_name(cls: type) -> str:
 # The deferral's own timeout comes this long after the trigger's deadline, so that the
 # trigger's timeout event (which cancels the prediction) wins over Airflow killing the wait.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=3)
+# An unexpected error's own words in the trigger's event and log are cut to this many characters.
+UNEXPECTED_ERROR_CHARS = 1000
 
 
 class PredictionTrigger(CometAPITrigger):
@@ -135,9 +137,10 @@ class PredictionTrigger(CometAPITrigger):
         except Exception as error:  # anything unexpected must end the wait, not kill the trigger
             # Whatever raised may name a URL it tried: shown without its query or user info, in
             # the event and in the log, whose traceback is its frames only (they hold no message).
+            # Redacted whole, then cut (the event is kept in Airflow's database): a cut URL could hide its parts.
+            detail = redact_urls(str(error))[:UNEXPECTED_ERROR_CHARS]
             message = (
-                f"Waiting for prediction {self.prediction_id} failed unexpectedly: "
-                f"{type(error).__name__}: {redact_urls(str(error))}"
+                f"Waiting for prediction {self.prediction_id} failed unexpectedly: {type(error).__name__}: {detail}"
             )
             self.log.error("%s\n%s", message, "".join(traceback.format_tb(error.__traceback__)).rstrip())
             event = report_end(watch, error_event(self.prediction_id, message))

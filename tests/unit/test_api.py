@@ -121,3 +121,15 @@ def test_cancel_after_bounds(cancel_after):
         create_prediction_request(
             "black-forest-labs/flux-schnell", {"prompt": "x"}, wait=None, cancel_after=cancel_after
         )
+
+
+@pytest.mark.timeout(30)
+def test_redacting_a_huge_text_is_linear_and_finds_the_urls_in_it():
+    # Each alternative of the pattern starts only where its run of characters does: a few MB of
+    # one word (a hostile answer's, inside a library's error) are read once, not once per position.
+    from airflow_provider_cometapi.api import redact_urls
+
+    for word in ("x" * 2_000_000, "a1" * 1_000_000, "ab+" * 700_000):
+        assert redact_urls(word) == word
+    text = "x" * 100_000 + " 1https://u:p@h/a?sig=1 =see:/x?q#f z9s3://b/k?token=t"
+    assert redact_urls(text).endswith(" 1https://h/a =see:/x z9s3://b/k")

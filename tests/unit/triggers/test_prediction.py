@@ -308,3 +308,16 @@ async def test_an_unexpected_error_event_shows_no_query_or_user_info(monkeypatch
     assert shown in logged and "in broken" in logged, "the log keeps the redacted message and the frames"
     for secret in ("hunter2-userinfo", "X-Amz-Signature", "9c1e5b7a3f0d"):
         assert secret not in event["message"] and secret not in logged
+
+
+async def test_an_unexpected_error_event_is_bounded(monkeypatch):
+    """The event is kept in Airflow's database: a bug's huge message is cut, not carried whole."""
+    from airflow_provider_cometapi.triggers import prediction as trigger_module
+
+    async def broken(hook, watch):
+        raise RuntimeError("x" * 5_000_000)
+
+    monkeypatch.setattr(trigger_module, "await_prediction", broken)
+    event = await single_event(PredictionTrigger("p1", poll_interval=0.1))
+    assert event["status"] == "error"
+    assert len(event["message"]) < trigger_module.UNEXPECTED_ERROR_CHARS + 200
